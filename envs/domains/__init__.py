@@ -1,0 +1,1 @@
+"""URLB's domains: models, reset distributions, observations and rewards in torch."""

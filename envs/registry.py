@@ -1,0 +1,103 @@
+"""``make_env``: task name -> batched environment on the chosen backend."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from envs.env import BatchedEnv
+
+# domain -> (module, class); imported on demand (jaco pulls in dm_control's composer).
+DOMAINS = {
+    "walker": ("envs.domains.walker", "Walker"),
+    "quadruped": ("envs.domains.quadruped", "Quadruped"),
+    "jaco": ("envs.domains.jaco", "Jaco"),
+}
+TASKS = (
+    "walker_stand",
+    "walker_walk",
+    "walker_run",
+    "walker_flip",
+    "quadruped_stand",
+    "quadruped_walk",
+    "quadruped_run",
+    "quadruped_jump",
+    "jaco_reach_top_left",
+    "jaco_reach_top_right",
+    "jaco_reach_bottom_left",
+    "jaco_reach_bottom_right",
+)
+BACKENDS = ("auto", "cpu", "warp")
+
+
+def parse_task(task: str) -> tuple[str, str | None]:
+    """``walker_run`` -> (``walker``, ``walker_run``); ``walker`` -> (``walker``, None)."""
+    if task in DOMAINS:
+        return task, None
+    if task in TASKS:
+        return task.split("_", 1)[0], task
+    known = ", ".join((*DOMAINS, *TASKS))
+    raise ValueError(f"unknown task {task!r}; known tasks and domains: {known}")
+
+
+def make_domain(task: str):
+    domain_name, task_name = parse_task(task)
+    module, cls = DOMAINS[domain_name]
+    return getattr(importlib.import_module(module), cls)(task_name)
+
+
+def resolve_backend(backend: str, device: str | torch.device | None) -> tuple[str, torch.device]:
+    """``auto`` is warp on a CUDA device and cpu otherwise; the device defaults to CUDA
+    when present for warp and to the CPU for cpu."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if device is not None:
+        device = torch.device(device)
+    if backend == "auto":
+        on_gpu = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        backend = "warp" if on_gpu else "cpu"
+    if device is None:
+        device = torch.device("cuda" if backend == "warp" and torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # tensors report cuda:N
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"the cpu backend runs on the CPU, not {device}; use backend='warp' for {device}")
+    return backend, device
+
+
+def make_env(
+    task: str,
+    num_envs: int,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    **backend_kwargs,
+) -> BatchedEnv:
+    """One environment stepping ``num_envs`` worlds of ``task`` at once.
+
+    Args:
+        task: a URLB task (``walker_run``, ``jaco_reach_top_left``, ...) or a domain name
+            (``walker``, ``quadruped``, ``jaco``) for reward-free pretraining; the latter
+            uses the domain's primal task's model and resets, with a zero ``reward`` (every
+            task's reward is still in ``task_reward``).
+        num_envs: number of worlds.
+        backend: ``cpu`` (C MuJoCo batch on a thread pool), ``warp`` (MuJoCo Warp, CUDA
+            when present, Warp's CPU device otherwise) or ``auto`` (warp on a GPU, else cpu).
+        device: torch device of the env's tensors.
+        seed: per-world reset seeds derive from it.
+        backend_kwargs: ``nthread`` for cpu; ``nconmax``, ``njmax``, ``graph`` for warp.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    backend, device = resolve_backend(backend, device)
+    domain = make_domain(task)
+    if backend == "cpu":
+        from envs.backends.cpu import CpuBackend
+
+        sim = CpuBackend(domain.model, num_envs, domain.n_substeps, **backend_kwargs)
+    else:
+        from envs.backends.warp import WarpBackend
+
+        sim = WarpBackend(domain.model, num_envs, domain.n_substeps, device=device, **backend_kwargs)
+    return BatchedEnv(domain, sim, num_envs, seed=seed)
