@@ -25,16 +25,15 @@ other views still use): close the ``BatchedEnv`` yourself.
     torchrl expects; ``task_reward`` is part of the observation spec, so it lands under
     ``"next"`` (it is zeros in the output of ``reset``).
 
-    Resets: the wrapped env resets every world on ``reset()`` and resets worlds whose
-    episode ended inside that same ``step``; it has no public way to reset a chosen
-    subset of worlds. So ``_reset`` without ``"_reset"`` or with an all-true mask resets
-    every world, and a partial ``"_reset"`` mask (what torchrl's ``step_and_maybe_reset``
-    / ``rollout(break_when_any_done=False)`` send after a ``done``) is only accepted for
-    worlds that ended in the last step: for those it returns the reset observation the
-    env already computed in that step. A partial mask naming a world that did not just
-    end raises (e.g. a ``StepCounter`` transform with a shorter horizon): the env cannot
-    reset it. Likewise, after a ``done`` the next ``step`` must act on the reset
-    observation: the world has been reset whether or not ``reset`` is called.
+    Resets: the wrapped env resets worlds whose episode ended inside that same
+    ``step``. ``_reset`` without ``"_reset"`` or with an all-true mask resets every world;
+    a partial mask (what torchrl's ``step_and_maybe_reset`` /
+    ``rollout(break_when_any_done=False)`` send after a ``done``) returns, for worlds
+    that ended in the last step, the reset observation the env already computed in that
+    step, and resets any other world it names (e.g. for a ``StepCounter`` transform with
+    a shorter horizon) with ``BatchedEnv.reset(ids=...)``. After a ``done`` the next
+    ``step`` acts on the reset observation: the world has been reset whether or not
+    ``reset`` is called.
 """
 
 from __future__ import annotations
@@ -81,9 +80,10 @@ class GymVectorEnv(VectorEnv):
             )
         mask = (options or {}).get("reset_mask")
         if mask is not None and not np.all(mask):
-            raise ValueError(
-                "partial resets are not supported: worlds reset themselves when their episode ends"
-            )
+            if seed is not None:
+                raise ValueError("reset(seed=...) reseeds every world: it cannot take a partial reset_mask")
+            ids = torch.as_tensor(np.flatnonzero(mask), device=self.env.device)
+            return self.env.reset(ids=ids)["observation"].cpu().numpy(), {}
         super().reset(seed=None if seed is None else int(seed))
         td = self.env.reset(seed=None if seed is None else int(seed))
         return td["observation"].cpu().numpy(), {}
@@ -175,14 +175,12 @@ class TorchRLEnv(EnvBase):
         if mask is None or bool(mask.all()) or self._next_obs is None:
             obs = self.env.reset()["observation"]
         else:
+            # Worlds that ended in the last step were already reset inside it; others named
+            # by the mask (e.g. a StepCounter with a shorter horizon) are reset now.
             not_ended = mask & ~self._last_done
-            if bool(not_ended.any()):
-                raise RuntimeError(
-                    f"partial reset of worlds {not_ended.nonzero().flatten().tolist()}, whose episode "
-                    "did not just end: the env resets a world only when its episode ends "
-                    "(or all worlds at once)"
-                )
             obs = self._next_obs
+            if bool(not_ended.any()):
+                obs = self.env.reset(ids=not_ended.nonzero().squeeze(1))["observation"]
         self._next_obs = obs
         self._last_done = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.device)
         return self._reset_output(obs.clone())

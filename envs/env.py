@@ -94,7 +94,10 @@ class BatchedEnv:
         self._reset_worlds(torch.as_tensor(ids, device=self.device).reshape(-1))
         self._needs_reset = False
         return TensorDict(
-            {"observation": self.domain.observation(self.backend.view), "step_count": self._step_count.clone()},
+            {
+                "observation": self.domain.observation(self.backend.view),
+                "step_count": self._step_count.clone(),
+            },
             batch_size=[self.num_envs],
             device=self.device,
         )
@@ -110,7 +113,9 @@ class BatchedEnv:
         if action.dtype != torch.float32:
             raise TypeError(f"action has dtype {action.dtype}; expected torch.float32 (use action.float())")
         if action.device != self.device:
-            raise ValueError(f"action is on {action.device}; the env runs on {self.device} (use action.to(env.device))")
+            raise ValueError(
+                f"action is on {action.device}; the env runs on {self.device} (use action.to(env.device))"
+            )
         # No host sync on a GPU: an asynchronous assert fails the next synchronising call.
         torch._assert_async(torch.isfinite(action).all(), "action contains NaN or inf")
 
@@ -132,7 +137,9 @@ class BatchedEnv:
         rewards = self.domain.rewards(view)
         task_reward = torch.stack([rewards[t] for t in self.task_names], dim=1)
         reward = (
-            task_reward[:, self._task_index] if self._task_index is not None else torch.zeros_like(task_reward[:, 0])
+            task_reward[:, self._task_index]
+            if self._task_index is not None
+            else torch.zeros_like(task_reward[:, 0])
         )
         truncated = self._step_count >= self.episode_steps
         step_count = self._step_count.clone()
@@ -161,7 +168,9 @@ class BatchedEnv:
         """Every world's ``qpos``, ``qvel``, ``act`` (plus ``qacc_warmstart``, ``time``)."""
         return self.backend.get_state()
 
-    def set_physics_state(self, state: dict[str, torch.Tensor], ids: torch.Tensor | None = None) -> TensorDict:
+    def set_physics_state(
+        self, state: dict[str, torch.Tensor], ids: torch.Tensor | None = None
+    ) -> TensorDict:
         """Put worlds ``ids`` (default all) into ``state`` (``qpos``, ``qvel``, ``act``
         required; ``qacc_warmstart``, ``time`` optional) and return their observation and
         task rewards as computed by a forward pass, as dm_control's ``set_state`` +

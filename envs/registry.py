@@ -59,10 +59,13 @@ def resolve_backend(backend: str, device: str | torch.device | None) -> tuple[st
         backend = "warp" if on_gpu else "cpu"
     if device is None:
         device = torch.device("cuda" if backend == "warp" and torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())  # tensors report cuda:N
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"the cpu backend runs on the CPU, not {device}; use backend='warp' for {device}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device} requested but this machine has no CUDA GPU; use device='cpu'")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # tensors report cuda:N
     return backend, device
 
 
@@ -99,5 +102,7 @@ def make_env(
     else:
         from envs.backends.warp import WarpBackend
 
-        sim = WarpBackend(domain.model, num_envs, domain.n_substeps, device=device, **backend_kwargs)
+        sim = WarpBackend(
+            domain.model, num_envs, domain.n_substeps, device=device, domain=domain.name, **backend_kwargs
+        )
     return BatchedEnv(domain, sim, num_envs, seed=seed)

@@ -79,7 +79,9 @@ def write_mp4(frames: np.ndarray | list[np.ndarray], path: str | Path, fps: floa
     return path
 
 
-def rollout_video(env, policy, steps: int, path: str | Path, worlds: list[int] | None = None, **render_kwargs) -> Path:
+def rollout_video(
+    env, policy, steps: int, path: str | Path, worlds: list[int] | None = None, **render_kwargs
+) -> Path:
     """Run ``policy(observation) -> action`` for ``steps`` env steps from a reset and
     write the chosen worlds side by side as an MP4 at the control rate."""
     renderer = FrameRenderer(env, **render_kwargs)

@@ -26,20 +26,18 @@ def tolerance(
         raise ValueError(f"tolerance: lower bound {lower} exceeds upper bound {upper}")
     if margin < 0:
         raise ValueError(f"tolerance: margin must be non-negative, got {margin}")
-    in_bounds = (x >= lower) & (x <= upper)
     if margin == 0:
-        return in_bounds.to(x.dtype)
-    d = torch.where(x < lower, lower - x, x - upper) / margin
+        return ((x >= lower) & (x <= upper)).to(x.dtype)
+    # Distance outside the bounds in margins; exactly 0 inside, where both sigmoids give 1.
+    # (An infinite bound contributes relu(-inf) = 0.)
+    d = (torch.relu(lower - x) + torch.relu(x - upper)) / margin
     if sigmoid == "gaussian":
         if not 0 < value_at_margin < 1:
             raise ValueError("gaussian tolerance needs 0 < value_at_margin < 1")
         scale = math.sqrt(-2.0 * math.log(value_at_margin))
-        value = torch.exp(-0.5 * (d * scale) ** 2)
-    elif sigmoid == "linear":
+        return torch.exp(-0.5 * (d * scale) ** 2)
+    if sigmoid == "linear":
         if not 0 <= value_at_margin < 1:
             raise ValueError("linear tolerance needs 0 <= value_at_margin < 1")
-        scaled = d * (1.0 - value_at_margin)
-        value = torch.where(scaled.abs() < 1, 1.0 - scaled, torch.zeros_like(scaled))
-    else:
-        raise ValueError(f"tolerance: sigmoid {sigmoid!r} is not implemented (gaussian, linear)")
-    return torch.where(in_bounds, torch.ones_like(value), value)
+        return torch.relu(1.0 - d * (1.0 - value_at_margin))
+    raise ValueError(f"tolerance: sigmoid {sigmoid!r} is not implemented (gaussian, linear)")

@@ -136,10 +136,15 @@ def test_gym_seeding_reproduces():
     assert not np.allclose(a[0, 0], a[0, 1])
 
 
-def test_gym_rejects_partial_reset():
+def test_gym_partial_reset_touches_only_masked_worlds():
     venv = GymVectorEnv(_env())
-    with pytest.raises(ValueError, match="partial"):
-        venv.reset(options={"reset_mask": np.array([True, False, True])})
+    first, _ = venv.reset(seed=0)
+    moved, *_ = venv.step(np.ones((N, venv.env.action_dim), dtype=np.float32))
+    obs, _ = venv.reset(options={"reset_mask": np.array([True, False, True])})
+    np.testing.assert_array_equal(obs[1], moved[1])
+    assert not np.allclose(obs[0], moved[0]) and not np.allclose(obs[0], first[0])  # a new episode
+    with pytest.raises(ValueError, match="partial reset_mask"):
+        venv.reset(seed=1, options={"reset_mask": np.array([True, False, True])})
     obs, _ = venv.reset(options={"reset_mask": np.ones(N, dtype=bool)})
     assert obs.shape == (N, venv.env.obs_dim)
 
@@ -224,9 +229,13 @@ def test_torchrl_partial_reset():
     assert not reset["done"].any()
     assert not torch.equal(reset["observation"][0], final[0])
     torch.testing.assert_close(reset["observation"][1:], final[1:], rtol=0, atol=0)
-    # A world that did not just end cannot be reset on its own.
-    with pytest.raises(RuntimeError, match="did not just end"):
-        tenv.reset(td["next"].clone().set("_reset", torch.tensor([[False], [True], [False]])))
+    # A world that did not just end is reset on its own when the mask names it.
+    before = env.physics_state()["qpos"].clone()
+    again = tenv.reset(td["next"].clone().set("_reset", torch.tensor([[False], [True], [False]])))
+    after = env.physics_state()["qpos"]
+    assert not torch.equal(after[1], before[1])
+    torch.testing.assert_close(after[[0, 2]], before[[0, 2]], rtol=0, atol=0)
+    assert env.reset().batch_size == (N,) and again["observation"].shape == (N, env.obs_dim)
 
 
 def test_torchrl_seeding_reproduces():

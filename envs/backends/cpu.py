@@ -32,7 +32,17 @@ class CpuBackend:
         self.batch.reset()
         self._arrays = {
             name: self.batch.bind(name)
-            for name in (*STATE_KEYS, "ctrl", "xpos", "xmat", "sensordata", "subtree_angmom", "site_xpos", "site_xmat", "xaxis")
+            for name in (
+                *STATE_KEYS,
+                "ctrl",
+                "xpos",
+                "xmat",
+                "sensordata",
+                "subtree_angmom",
+                "site_xpos",
+                "site_xmat",
+                "xaxis",
+            )
         }
         with warnings.catch_warnings():
             # Derived fields are read-only outputs of the batch; only state fields (which
@@ -64,8 +74,8 @@ class CpuBackend:
         for key, value in state.items():
             if key not in STATE_KEYS:
                 raise KeyError(f"unknown physics state field {key!r}; known: {', '.join(STATE_KEYS)}")
-            self._tensors[key][ids] = value.to(torch.float64).reshape(len(rows), -1).reshape(
-                self._tensors[key][ids].shape
+            self._tensors[key][ids] = (
+                value.to(torch.float64).reshape(len(rows), -1).reshape(self._tensors[key][ids].shape)
             )
         self.batch.forward(rows)
 

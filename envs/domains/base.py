@@ -110,11 +110,12 @@ class Domain(abc.ABC):
     def rewards(self, view: PhysicsView) -> dict[str, torch.Tensor]:
         """Every task's reward ``(N,)``, keyed by task name, float32."""
 
-    def make_rng(self, seed: np.random.SeedSequence):
-        """The random source of one world's resets."""
-        return np.random.Generator(np.random.PCG64(seed))
+    def make_rng(self, seed: np.random.SeedSequence) -> np.random.RandomState:
+        """The random source of one world's resets: a ``RandomState``, as dm_control's
+        tasks use, drawn in the same order, so that ``RandomState(k)`` reproduces the
+        reset of a dm_control env seeded with ``k``."""
+        return np.random.RandomState(np.random.MT19937(seed))
 
     @abc.abstractmethod
     def initialize_episode(self, data: mujoco.MjData, rng) -> None:
         """Write one world's initial state into ``data`` (already ``mj_resetData``)."""
-

@@ -42,8 +42,15 @@ DOWN_QUATERNION = np.array([0.0, 0.70710678118, 0.70710678118, 0.0])  # workspac
 TARGET_RADIUS = 0.05
 GRASP_RANGE = (0.15, 1.35)  # finger joint range
 # dm_control.utils.inverse_kinematics.qpos_from_site_pose, as the TCP initializer calls it
-IK = dict(tol=1e-14, rot_weight=2.0, reg_threshold=0.1, reg_strength=3e-2, max_update_norm=2.0,
-          progress_thresh=20.0, max_steps=100)
+IK = dict(
+    tol=1e-14,
+    rot_weight=2.0,
+    reg_threshold=0.1,
+    reg_strength=3e-2,
+    max_update_norm=2.0,
+    progress_thresh=20.0,
+    max_steps=100,
+)
 MAX_IK_ATTEMPTS = 10
 MAX_TCP_SAMPLES = 10
 MAX_PROP_ATTEMPTS = 20
@@ -68,7 +75,11 @@ def build_model() -> mujoco.MjModel:
     arena.attach_offset(arm, offset=robots.ARM_OFFSET)
     cameras.add_camera_observables(arena, settings, cameras.FRONT_CLOSE)
     workspaces.add_target_site(
-        body=prop.mjcf_model.worldbody, radius=TARGET_RADIUS, visible=False, rgba=constants.RED, name="target_site"
+        body=prop.mjcf_model.worldbody,
+        radius=TARGET_RADIUS,
+        visible=False,
+        rgba=constants.RED,
+        name="target_site",
     )
     arena.add_free_entity(prop)
     for name, low, high, rgba in (
@@ -98,7 +109,9 @@ class Jaco(Domain):
         self.pinch = object_id(m, mujoco.mjtObj.mjOBJ_SITE, "jaco_arm/jaco_hand/pinchsite")
         self.brick = object_id(m, mujoco.mjtObj.mjOBJ_BODY, "duplo2x4/")
         arm_joints = [object_id(m, mujoco.mjtObj.mjOBJ_JOINT, f"jaco_arm/joint_{i}") for i in range(1, 7)]
-        finger_joints = [object_id(m, mujoco.mjtObj.mjOBJ_JOINT, f"jaco_arm/jaco_hand/finger_{i}") for i in (1, 2, 3)]
+        finger_joints = [
+            object_id(m, mujoco.mjtObj.mjOBJ_JOINT, f"jaco_arm/jaco_hand/finger_{i}") for i in (1, 2, 3)
+        ]
         self.arm_qpos = np.array([m.jnt_qposadr[j] for j in arm_joints])
         self.arm_qvel = torch.tensor([int(m.jnt_dofadr[j]) for j in arm_joints])
         self.finger_qpos = np.array([m.jnt_qposadr[j] for j in finger_joints])
@@ -107,8 +120,15 @@ class Jaco(Domain):
         # Torque sensors are 3-axis at each joint's site; the observation is the component
         # along the joint axis, symlog-squashed (dm_control's JacoArm joints_torque).
         self.torque_cols = torch.tensor(
-            [list(range(sensor_slice(m, f"jaco_arm/joint_{i}_torque").start,
-                        sensor_slice(m, f"jaco_arm/joint_{i}_torque").stop)) for i in range(1, 7)]
+            [
+                list(
+                    range(
+                        sensor_slice(m, f"jaco_arm/joint_{i}_torque").start,
+                        sensor_slice(m, f"jaco_arm/joint_{i}_torque").stop,
+                    )
+                )
+                for i in range(1, 7)
+            ]
         )
         self.joint_axis = torch.as_tensor(np.stack([m.jnt_axis[j] for j in arm_joints]))
         self.brick_sensors = [
@@ -129,10 +149,6 @@ class Jaco(Domain):
 
     def make_model(self, task):
         return build_model()
-
-    def make_rng(self, seed):
-        # dm_control's initialisers draw from a RandomState; keep its exact sampling.
-        return np.random.RandomState(np.random.MT19937(seed))
 
     @staticmethod
     def _classify_geoms(m) -> np.ndarray:
@@ -242,12 +258,12 @@ class Jaco(Domain):
         for _ in range(MAX_PROP_ATTEMPTS):
             data.qpos[adr : adr + 3] = rng.uniform((x, y, PROP_Z), (x, y, PROP_Z), size=(3,))
             angle = rng.uniform(-math.pi, math.pi)
-            quat = np.array([math.cos(abs(angle) / 2), 0.0, 0.0, math.copysign(math.sin(abs(angle) / 2), angle)])
+            quat = np.array(
+                [math.cos(abs(angle) / 2), 0.0, 0.0, math.copysign(math.sin(abs(angle) / 2), angle)]
+            )
             data.qpos[adr + 3 : adr + 7] = quat / np.linalg.norm(quat)
             mujoco.mj_forward(m, data)
-            if not any(
-                c.dist <= 0 and (c.geom1 in geoms or c.geom2 in geoms) for c in _contacts(data)
-            ):
+            if not any(c.dist <= 0 and (c.geom1 in geoms or c.geom2 in geoms) for c in _contacts(data)):
                 break
         # Settle the brick with the robot held still (dm_control's PropPlacer with
         # settle_physics, which steps as mj_step2 + mj_step1 and re-runs forward after

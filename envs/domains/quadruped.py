@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import mujoco
+import numpy as np
 import torch
 from dm_control.suite import common
 from dm_control.suite import quadruped as suite_quadruped
@@ -59,8 +60,8 @@ class Quadruped(Domain):
     def initialize_episode(self, data, rng):
         # Suite Move.initialize_episode: a normalised Gaussian quaternion, then raise the
         # torso from z = 0 in 1 cm steps, resetting the data each try, until no contacts.
-        quat = rng.standard_normal(4)
-        quat /= max(float((quat**2).sum() ** 0.5), 1e-12)
+        quat = rng.randn(4)
+        quat /= np.linalg.norm(quat)
         model = self.model
         for attempt in range(MAX_HEIGHT_TRIES):
             mujoco.mj_resetData(model, data)

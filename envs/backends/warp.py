@@ -1,0 +1,187 @@
+"""MuJoCo Warp: the batched simulator on CUDA, or on Warp's CPU device for tests.
+
+One ``mjw.Data`` holds every world; the torch tensors in ``view`` are zero-copy views
+of its arrays (float32). A step is ``n_substeps`` calls of ``mjw.step`` followed by the
+position and velocity stages and their sensors, which is dm_control's ``mj_step1``
+refresh. (``mjw.step1`` is not used for that refresh: it zeroes ``sensordata``, and
+dm_control's acceleration-stage sensors keep their value from the last substep.)
+
+The whole step is captured once as a Warp graph and replayed (a CUDA graph on a GPU;
+on Warp's CPU device the recorded launches replay without Python overhead).
+
+Kernels compile on first use (tens of seconds per model on a CPU) into the folder
+named by ``URLB_WARP_CACHE`` (default ``~/.cache/urlb/warp``), so later processes load
+them in about a second.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mujoco
+import torch
+
+from envs.domains.base import PhysicsView
+
+STATE_KEYS = ("qpos", "qvel", "act", "qacc_warmstart", "time")
+# Contact and constraint-row buffers per world. Measured worst cases under random
+# actions (C MuJoCo, 20k steps): walker 6 contacts / 24 rows, quadruped 8 / 36, jaco
+# (elliptic cones) well under these; an overflow raises instead of dropping contacts.
+DEFAULT_BUFFERS = {"walker": (16, 64), "quadruped": (32, 128), "jaco": (48, 384)}
+
+
+def warp_cache_dir() -> Path:
+    return Path(os.environ.get("URLB_WARP_CACHE", Path.home() / ".cache" / "urlb" / "warp"))
+
+
+def _init_warp():
+    """Initialise Warp with the kernel cache in :func:`warp_cache_dir` (the cache folder
+    must be set before initialisation; a process that initialised Warp itself keeps its own)."""
+    import warp as wp
+
+    wp.config.kernel_cache_dir = str(warp_cache_dir())
+    wp.config.log_level = wp.LOG_WARNING
+    wp.init()
+    return wp
+
+
+class WarpBackend:
+    name = "warp"
+    dtype = torch.float32
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        nworld: int,
+        n_substeps: int,
+        device: torch.device | str = "cpu",
+        nconmax: int | None = None,
+        njmax: int | None = None,
+        graph: bool = True,
+        domain: str | None = None,
+        overflow_check_every: int = 100,
+    ):
+        wp = _init_warp()
+        import mujoco_warp as mjw
+
+        self._wp, self._mjw = wp, mjw
+        self.device = torch.device(device)
+        self.n_substeps = n_substeps
+        self.overflow_check_every = overflow_check_every
+        default_con, default_j = DEFAULT_BUFFERS.get(domain or "", (64, 256))
+        wp_device = "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
+        with wp.ScopedDevice(wp_device):
+            self.m = mjw.put_model(model)
+            self.d = mjw.make_data(
+                model, nworld=nworld, nconmax=nconmax or default_con, njmax=njmax or default_j
+            )
+        self._wp_device = wp_device
+        t = {
+            name: wp.to_torch(getattr(self.d, name))
+            for name in (
+                *STATE_KEYS,
+                "ctrl",
+                "xpos",
+                "xmat",
+                "sensordata",
+                "subtree_angmom",
+                "site_xpos",
+                "site_xmat",
+                "xaxis",
+                "overflow",
+            )
+        }
+        n = nworld
+        self.view = PhysicsView(
+            qpos=t["qpos"],
+            qvel=t["qvel"],
+            act=t["act"],
+            xpos=t["xpos"],
+            xmat=t["xmat"].view(n, -1, 9),
+            sensordata=t["sensordata"],
+            subtree_angmom=t["subtree_angmom"],
+            site_xpos=t["site_xpos"],
+            site_xmat=t["site_xmat"].view(n, -1, 9),
+            xaxis=t["xaxis"],
+        )
+        self._tensors = t
+        self._steps = 0
+        self._graph = None
+        self._use_graph = graph
+        with wp.ScopedDevice(wp_device):
+            mjw.forward(self.m, self.d)
+
+    # -- stepping -------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """``mj_step1`` without zeroing ``sensordata``: position and velocity stages."""
+        mjw, m, d = self._mjw, self.m, self.d
+        mjw.fwd_position(m, d)
+        mjw.sensor_pos(m, d)
+        mjw.fwd_velocity(m, d)
+        mjw.sensor_vel(m, d)
+
+    def _physics_step(self) -> None:
+        for _ in range(self.n_substeps):
+            self._mjw.step(self.m, self.d)
+        self._refresh()
+
+    def step(self, ctrl: torch.Tensor) -> None:
+        wp = self._wp
+        self._tensors["ctrl"].copy_(ctrl)
+        with wp.ScopedDevice(self._wp_device):
+            if not self._use_graph:
+                self._physics_step()
+            else:
+                if self._graph is None:
+                    self._physics_step()  # compiles every kernel before capture
+                    self._capture()
+                else:
+                    wp.capture_launch(self._graph)
+        self._steps += 1
+        if self._steps % self.overflow_check_every == 0:
+            self.check_overflow()
+
+    def _capture(self) -> None:
+        wp = self._wp
+        if self.device.type == "cuda":
+            stream = wp.stream_from_torch(torch.cuda.current_stream(self.device))
+            with wp.ScopedStream(stream), wp.ScopedCapture() as capture:
+                self._physics_step()
+        else:
+            with wp.ScopedCapture() as capture:
+                self._physics_step()
+        self._graph = capture.graph
+
+    def check_overflow(self) -> None:
+        """Raise if any world ran out of contact or constraint buffer (a host sync)."""
+        overflow = self._tensors["overflow"]
+        if bool((overflow != 0).any()):
+            worlds = overflow.nonzero().squeeze(1).tolist()[:8]
+            raise RuntimeError(
+                f"MuJoCo Warp buffer overflow in worlds {worlds} (flags {overflow[worlds].tolist()}): "
+                "pass larger nconmax/njmax to make_env"
+            )
+
+    # -- state ----------------------------------------------------------------------------
+    def set_state(self, ids: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        ids = ids.to(self.device)
+        for key, value in state.items():
+            if key not in STATE_KEYS:
+                raise KeyError(f"unknown physics state field {key!r}; known: {', '.join(STATE_KEYS)}")
+            target = self._tensors[key]
+            target[ids] = value.to(device=self.device, dtype=target.dtype).reshape(target[ids].shape)
+        self._tensors["overflow"][ids] = 0
+        # mj_forward on every world (Warp has no per-world forward); the other worlds'
+        # acceleration-stage sensors are restored so that their observations stay those of
+        # their last substep. Their state is untouched by a forward pass.
+        sensordata = self._tensors["sensordata"]
+        keep = sensordata.clone()
+        with self._wp.ScopedDevice(self._wp_device):
+            self._mjw.forward(self.m, self.d)
+        mask = torch.ones(sensordata.shape[0], dtype=torch.bool, device=self.device)
+        mask[ids] = False
+        sensordata[mask] = keep[mask]
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        return {k: self._tensors[k].to(torch.float64, copy=True) for k in STATE_KEYS}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# GPU checks for the warp backend on CUDA, run on a machine with an NVIDIA GPU:
+#   bash scripts/gpu_check.sh            # with the package installed in the current Python
+# On a machine without network access, put the wheels it lacks in .whl/ (mujoco,
+# mujoco-warp, warp-lang, dm-control and its deps, tensordict, torchrl, gymnasium) and
+# they are installed to /tmp/site first. Prints GPU parity and a throughput table
+# (1k-16k worlds, eager and CUDA-graph stepping).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 MUJOCO_GL=egl URLB_WARP_CACHE="${URLB_WARP_CACHE:-$PWD/.cache/warp}"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
+python3 -m pytest -q -m gpu tests
+python3 scripts/gpu_bench.py "$@"
