@@ -199,5 +199,36 @@ class BatchedEnv:
         self._step_count.copy_(step_count.to(self._step_count))
         self._host_step_count[:] = step_count.cpu().numpy()
 
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue these worlds exactly: physics state,
+        episode step counters and every world's reset RNG (tensors and ints only)."""
+        rngs = [rng.get_state() for rng in self._rngs]
+        return {
+            "physics": self.physics_state(),
+            "step_count": self._step_count.clone(),
+            "rng_keys": torch.as_tensor(np.stack([r[1] for r in rngs]).astype(np.int64)),
+            "rng_pos": torch.as_tensor([r[2] for r in rngs]),
+            "rng_has_gauss": torch.as_tensor([r[3] for r in rngs]),
+            "rng_cached_gaussian": torch.as_tensor([r[4] for r in rngs], dtype=torch.float64),
+            "needs_reset": self._needs_reset,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        keys = state["rng_keys"].numpy().astype(np.uint32)
+        for i, rng in enumerate(self._rngs):
+            rng.set_state(
+                (
+                    "MT19937",
+                    keys[i],
+                    int(state["rng_pos"][i]),
+                    int(state["rng_has_gauss"][i]),
+                    float(state["rng_cached_gaussian"][i]),
+                )
+            )
+        self.set_physics_state(state["physics"])
+        self.set_step_count(state["step_count"])
+        self._needs_reset = bool(state["needs_reset"])
+
     def close(self) -> None:
         pass

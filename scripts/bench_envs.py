@@ -49,7 +49,13 @@ def bench_ceiling(task: str, num_envs: int, budget: float) -> float:
     domain = make_domain(task)
     nthread = min(os.cpu_count() or 1, num_envs)
     batch = mujoco.batch.Batch(domain.model, num_envs, nthread=nthread, persistent=True)
-    batch.reset()
+    # Start from the task's own initial states (qpos0 is not one: jaco's brick would sit
+    # inside the arm), taken from our env's reset.
+    initial = make_env(task, num_envs, backend="cpu", seed=0)
+    initial.reset()
+    for key, value in initial.physics_state().items():
+        batch.bind(key)[:] = value.numpy().reshape(batch.bind(key).shape)
+    batch.forward()
     ctrl = batch.bind("ctrl")
     lo, hi = domain.model.actuator_ctrlrange.T
     values = np.random.default_rng(0).uniform(lo, hi, size=ctrl.shape)

@@ -14,8 +14,6 @@ import math
 import mujoco
 import numpy as np
 import torch
-from dm_control.suite import common
-from dm_control.suite import quadruped as suite_quadruped
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_columns, sensor_slice
 from envs.rewards import tolerance
@@ -53,6 +51,9 @@ class Quadruped(Domain):
         self.force_torque = sensor_columns(m, (_S.mjSENS_FORCE, _S.mjSENS_TORQUE))
 
     def make_model(self, task):
+        from dm_control.suite import common  # imported here: dm_control sets up OpenGL on import
+        from dm_control.suite import quadruped as suite_quadruped
+
         speed = RUN_SPEED if task == "quadruped_run" else WALK_SPEED
         xml = suite_quadruped.make_model(floor_size=TIME_LIMIT * speed)
         return mujoco.MjModel.from_xml_string(xml, common.ASSETS)

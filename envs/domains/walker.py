@@ -11,7 +11,6 @@ import math
 
 import mujoco
 import torch
-from dm_control.suite import walker as suite_walker
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_slice
 from envs.rewards import tolerance
@@ -46,6 +45,8 @@ class Walker(Domain):
         ]
 
     def make_model(self, task):
+        from dm_control.suite import walker as suite_walker  # imported here: it sets up OpenGL
+
         xml, assets = suite_walker.get_model_and_assets()
         return mujoco.MjModel.from_xml_string(xml, assets)
 

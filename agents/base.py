@@ -1,0 +1,143 @@
+"""The interface every urlb agent implements, and the loop that drives it.
+
+One online run (``urlb.runner.OnlineRunner``) calls an agent like this::
+
+    state = agent.init_state(num_envs)            # carried per-world state (skill, RNN), a TensorDict
+    td = env.reset()
+    while frames < total_frames:
+        if frames < seed_frames:
+            action = uniform random in [-1, 1]
+        else:
+            action = agent.act(td["observation"], state, explore=True)
+        out = env.step(action)
+        replay.add(td["observation"], action, out["next_observation"], out["task_reward"],
+                   out["terminated"], out["truncated"], extras=agent.replay_extras(state))
+        state = agent.observe(state, out)         # advance carried state: resample skills on
+                                                  # schedule or where an episode ended
+        td = out
+        for _ in range(updates_due):              # update-to-data ratio from config
+            metrics = agent.update(replay, step)  # a dict of 0-dim tensors; the logger places it
+
+Families fit it as follows:
+
+* online actor-critic agents (DDPG, SAC) use an empty ``state``;
+* skill agents keep a skill per world in ``state["skill"]``, resample it in ``observe``,
+  store it through ``replay_extras`` and pick one at finetune time in ``init_from``;
+* recurrent agents (world models, decision transformers) keep their carried latent in
+  ``state`` and reset it in ``observe`` where ``out["done"]``;
+* dataset agents are pretrained by ``urlb.offline`` calling ``update`` with a dataset
+  sampler in place of ``replay``; they act online through the same ``act``.
+
+Rewards: during reward-free pretraining the runner calls ``agent.set_task(None)`` and
+updates train on ``intrinsic_reward(batch)``; at finetune time ``set_task(index)`` makes
+them train on that column of ``batch["task_reward"]`` alone (URLB: extrinsic reward only).
+
+``init_from(pretrained)`` copies what transfers from a pretrained agent of the same class
+and says so in its docstring; state_dict round trips restore everything an update reads
+(networks, target networks, optimisers, temperature) via ``training_state``.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+
+class Agent(nn.Module, abc.ABC):
+    """Base class: a torch module with the hooks the runner calls (see module docstring)."""
+
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.task_index: int | None = None
+
+    # -- carried state ----------------------------------------------------------------------
+    def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
+        """Per-world carried state at the start of a run (empty for memoryless agents)."""
+        return TensorDict({}, batch_size=[num_envs], device=device)
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """The carried state after an env step (``step_output`` is ``env.step``'s TensorDict)."""
+        return state
+
+    def replay_extras(self, state: TensorDict) -> dict[str, torch.Tensor]:
+        """Per-world values stored with each transition (e.g. the skill)."""
+        return {}
+
+    # -- acting and learning -------------------------------------------------------------------
+    @abc.abstractmethod
+    def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
+        """Actions ``(N, action_dim)`` in [-1, 1] for observations ``(N, obs_dim)``."""
+
+    def update(self, replay, step: int) -> dict[str, torch.Tensor]:
+        """One update from ``replay`` (anything with ``sample(batch_size)``); returns metrics.
+
+        This default is the actor-critic template the backbones fill in: sample, train the
+        reward model (pretraining), pick the reward, one critic step, one actor step. Agents
+        of another shape (world models, sequence models) override it whole."""
+        batch = replay.sample(self.batch_size)
+        metrics = self.update_reward_model(batch) if self.task_index is None else {}
+        reward, reward_metrics = self.reward(batch)
+        observation = self.inputs(batch["observation"], batch)
+        next_observation = self.inputs(batch["next_observation"], batch)
+        metrics |= reward_metrics
+        metrics |= self.update_critic(
+            observation, batch["action"], reward, batch["discount"], next_observation
+        )
+        metrics |= self.update_actor(observation.detach(), step)
+        return metrics
+
+    def inputs(self, observation: torch.Tensor, carrier: TensorDict) -> torch.Tensor:
+        """Network input from an observation and its carried state or replay batch (skill
+        agents append the skill here)."""
+        return observation
+
+    def update_critic(
+        self, observation, action, reward, discount, next_observation
+    ) -> dict[str, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} overrides update() or must define update_critic")
+
+    def update_actor(self, observation: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} overrides update() or must define update_actor")
+
+    def set_task(self, task_index: int | None) -> None:
+        """Train on the intrinsic reward (``None``, pretraining) or on one task's reward."""
+        self.task_index = task_index
+
+    def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
+        """Reward-free pretraining signal ``(B,)``; the plain backbones have none (zeros)."""
+        return torch.zeros(batch.batch_size[0], device=batch.device)
+
+    def update_reward_model(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        """Train whatever ``intrinsic_reward`` is computed from (pretraining only)."""
+        return {}
+
+    def reward(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reward an update trains on, and metrics about it."""
+        if self.task_index is not None:
+            extrinsic = batch["task_reward"][:, self.task_index]
+            return extrinsic, {"extrinsic_reward": extrinsic.mean()}
+        intrinsic = self.intrinsic_reward(batch)
+        return intrinsic, {"intrinsic_reward": intrinsic.mean()}
+
+    # -- transfer and checkpoints ----------------------------------------------------------------
+    def init_from(self, pretrained: Agent) -> None:
+        """Copy what transfers to finetuning (each agent documents what)."""
+        raise TypeError(f"{type(self).__name__} does not define what transfers from pretraining")
+
+    def training_state(self) -> dict:
+        """Everything an update reads: module weights plus optimiser states."""
+        optimisers = {name: opt.state_dict() for name, opt in self.optimisers().items()}
+        return {"modules": self.state_dict(), "optimisers": optimisers}
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["modules"])
+        for name, opt in self.optimisers().items():
+            opt.load_state_dict(state["optimisers"][name])
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}

@@ -1,0 +1,156 @@
+"""DDPG as URLB configures it: the backbone of the URLB baselines.
+
+Lillicrap et al., "Continuous control with deep reinforcement learning", ICLR 2016, in
+the form of DrQ-v2 / URLB (Laskin et al., NeurIPS 2021 datasets track): twin Q heads on
+a shared LayerNorm trunk, one target critic and no target actor, fixed truncated-normal
+exploration noise, n-step returns.
+
+    Q_i(s_t, a_t) <- sum_{k<n} g^k r_{t+k} + g^n min_i Q'_i(s_{t+n}, a'),  a' = pi(s_{t+n}) + clip(eps, c)
+    actor: max  min_i Q_i(s, pi(s) + clip(eps, c))
+
+Transfer to finetuning (``init_from``): the actor, and the critic trunk when
+``init_critic`` (URLB's default); the Q heads, target critic and optimisers start fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.base import Agent
+from urlb.nets import TruncatedNormal, hard_update, layer_norm_trunk, orthogonal_init, soft_update
+
+
+def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q1: torch.Tensor, next_q2: torch.Tensor):
+    """Clipped double-Q target ``r + discount * min(Q1', Q2')``; all ``(B,)`` or ``(B, 1)``."""
+    if not reward.shape == discount.shape == next_q1.shape == next_q2.shape:
+        raise ValueError(f"td_target shapes differ: {reward.shape}, {discount.shape}, {next_q1.shape}")
+    return reward + discount * torch.min(next_q1, next_q2)
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Sum of both heads' mean squared TD errors; ``(B,)`` each."""
+    if not q1.shape == q2.shape == target.shape:
+        raise ValueError(f"critic_loss shapes differ: {q1.shape}, {q2.shape}, {target.shape}")
+    loss = (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+    return loss, {
+        "critic_loss": loss.detach(),
+        "critic_q1": q1.mean().detach(),
+        "critic_target_q": target.mean(),
+    }
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """No weight gradients for ``module`` inside the block (the actor loss needs only the
+    critic's input gradients: this skips the critic's weight-gradient matmuls)."""
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        module.requires_grad_(True)
+
+
+class DeterministicActor(nn.Module):
+    """URLB's actor: LayerNorm trunk, one ReLU layer, tanh mean; noise added outside."""
+
+    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int):
+        super().__init__()
+        self.trunk = layer_norm_trunk(input_dim, hidden_dim)
+        self.policy = nn.Sequential(
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, action_dim)
+        )
+        self.apply(orthogonal_init)
+
+    def forward(self, observation: torch.Tensor, stddev: float) -> TruncatedNormal:
+        return TruncatedNormal(torch.tanh(self.policy(self.trunk(observation))), stddev)
+
+
+class DoubleQCritic(nn.Module):
+    """URLB's critic: a shared LayerNorm trunk over (s, a) and two Q heads."""
+
+    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int):
+        super().__init__()
+        self.trunk = layer_norm_trunk(input_dim + action_dim, hidden_dim)
+
+        def head():
+            return nn.Sequential(
+                nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, 1)
+            )
+
+        self.q1, self.q2 = head(), head()
+        self.apply(orthogonal_init)
+
+    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(torch.cat([observation, action], dim=-1))
+        return self.q1(h).squeeze(-1), self.q2(h).squeeze(-1)
+
+
+class DDPGAgent(Agent):
+    """DDPG backbone. Defaults are URLB's (states): hidden 1024, batch 1024, lr 1e-4,
+    noise 0.2 clipped at 0.3 for targets, critic target tau 0.01; the runner's preset sets
+    the update-to-data ratio (URLB: one update every 2 env steps) and n-step (3)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden_dim: int = 1024,
+        lr: float = 1e-4,
+        batch_size: int = 1024,
+        stddev: float = 0.2,
+        stddev_clip: float = 0.3,
+        critic_target_tau: float = 0.01,
+        init_critic: bool = True,
+        skill_dim: int = 0,
+    ):
+        super().__init__(obs_dim, action_dim)
+        self.batch_size = batch_size
+        self.stddev, self.stddev_clip = stddev, stddev_clip
+        self.critic_target_tau = critic_target_tau
+        self.init_critic = init_critic
+        self.skill_dim = skill_dim
+        input_dim = obs_dim + skill_dim
+        self.actor = DeterministicActor(input_dim, action_dim, hidden_dim)
+        self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
+
+    def optimisers(self):
+        return {"actor": self.actor_opt, "critic": self.critic_opt}
+
+    @torch.no_grad()
+    def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
+        dist = self.actor(self.inputs(observation, state), self.stddev)
+        return dist.sample() if explore else dist.mean
+
+    def update_critic(self, observation, action, reward, discount, next_observation):
+        with torch.no_grad():
+            next_action = self.actor(next_observation, self.stddev).sample(clip=self.stddev_clip)
+            target = td_target(reward, discount, *self.critic_target(next_observation, next_action))
+        loss, metrics = critic_loss(*self.critic(observation, action), target)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        soft_update(self.critic_target, self.critic, self.critic_target_tau)
+        return metrics
+
+    def update_actor(self, observation, step):
+        action = self.actor(observation, self.stddev).sample(clip=self.stddev_clip)
+        with frozen(self.critic):
+            loss = -torch.min(*self.critic(observation, action)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        return {"actor_loss": loss.detach()}
+
+    def init_from(self, pretrained: DDPGAgent) -> None:
+        hard_update(self.actor, pretrained.actor)
+        if self.init_critic:
+            hard_update(self.critic.trunk, pretrained.critic.trunk)
+            hard_update(self.critic_target.trunk, pretrained.critic.trunk)

@@ -1,0 +1,20 @@
+"""Finetuning: python finetune.py agent=ddpg task=walker_stand snapshot=2M"""
+
+import os
+
+import hydra
+
+from urlb.experiment import finetune, register_resolvers
+
+
+@hydra.main(config_path="configs", config_name="finetune", version_base=None)
+def main(cfg):
+    finetune(cfg)
+
+
+if __name__ == "__main__":
+    # Headless by default: dm_control and MuJoCo pick their OpenGL backend from this.
+    if "MUJOCO_GL" not in os.environ and "DISPLAY" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl"
+    register_resolvers()
+    main()

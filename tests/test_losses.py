@@ -1,0 +1,84 @@
+"""Backbone losses against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agents.ddpg import critic_loss, td_target
+from agents.sac import soft_td_target, temperature_loss
+from urlb.nets import TruncatedNormal, gaussian_log_prob_tanh, soft_update
+
+
+def test_td_target_takes_the_smaller_head():
+    reward = torch.tensor([1.0, 0.0])
+    discount = torch.tensor([0.5, 0.9**3])
+    q1, q2 = torch.tensor([4.0, 10.0]), torch.tensor([2.0, 20.0])
+    # 1 + 0.5 * min(4, 2) = 2;  0 + 0.729 * 10 = 7.29
+    torch.testing.assert_close(td_target(reward, discount, q1, q2), torch.tensor([2.0, 7.29]))
+
+
+def test_td_target_checks_shapes():
+    with pytest.raises(ValueError, match="shapes differ"):
+        td_target(torch.zeros(2), torch.zeros(2, 1), torch.zeros(2), torch.zeros(2))
+
+
+def test_critic_loss_sums_both_heads():
+    q1, q2, target = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 2.0]), torch.tensor([2.0, 2.0])
+    # head 1: ((1-2)^2 + (3-2)^2)/2 = 1; head 2: ((0-2)^2 + 0)/2 = 2
+    loss, metrics = critic_loss(q1, q2, target)
+    assert loss.item() == pytest.approx(3.0) and metrics["critic_q1"].item() == pytest.approx(2.0)
+
+
+def test_soft_td_target_subtracts_entropy_term():
+    # 1 + 0.99 * (min(5, 6) - 0.1 * (-2)) = 1 + 0.99 * 5.2 = 6.148
+    out = soft_td_target(
+        torch.tensor([1.0]),
+        torch.tensor([0.99]),
+        torch.tensor([5.0]),
+        torch.tensor([6.0]),
+        torch.tensor([-2.0]),
+        0.1,
+    )
+    torch.testing.assert_close(out, torch.tensor([6.148]))
+
+
+def test_temperature_loss_gradient_pushes_entropy_to_target():
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    log_prob = torch.tensor([1.0, 3.0])  # entropy estimate -2, below the target -1
+    loss = temperature_loss(log_alpha, log_prob, target_entropy=-1.0)
+    loss.backward()
+    # loss = -log_alpha * mean(log_prob - 1) = -log_alpha; gradient -1, so descent raises alpha
+    assert loss.item() == pytest.approx(0.0) and log_alpha.grad.item() == pytest.approx(-1.0)
+
+
+def test_tanh_gaussian_log_prob_matches_change_of_variables():
+    mean, log_std = torch.tensor([[0.3, -0.2]]), torch.tensor([[-0.5, 0.1]])
+    raw = torch.tensor([[0.7, -1.4]])
+    base = torch.distributions.Normal(mean, log_std.exp())
+    expected = (base.log_prob(raw) - torch.log(1 - torch.tanh(raw) ** 2)).sum(-1)
+    torch.testing.assert_close(gaussian_log_prob_tanh(mean, log_std, raw), expected)
+
+
+def test_truncated_normal_clips_noise_and_actions():
+    torch.manual_seed(0)
+    dist = TruncatedNormal(torch.tensor([[0.99, 0.0]]).expand(4096, 2), 1.0)
+    clipped = dist.sample(clip=0.3)
+    assert clipped[:, 1].abs().max() <= 0.3 + 1e-6  # noise clipped at 0.3 around 0
+    assert clipped[:, 0].max() < 1.0  # actions stay inside (-1, 1)
+    assert dist.sample()[:, 1].abs().max() > 1.0 - 1e-3  # unclipped noise reaches the bounds
+
+
+def test_soft_update_is_polyak():
+    target, source = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    target.weight.data.fill_(1.0)
+    source.weight.data.fill_(3.0)
+    soft_update(target, source, 0.01)
+    assert target.weight.item() == pytest.approx(1.02)
+
+
+def test_log_prob_is_finite_at_saturation():
+    value = gaussian_log_prob_tanh(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([[30.0]]))
+    assert math.isfinite(value.item())

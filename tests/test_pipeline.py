@@ -1,0 +1,165 @@
+"""pretrain -> finetune through the real entry points, in the debug preset; kill and
+resume; determinism; configuration errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from urlb.checkpoint import checkpoint_path, load_snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+
+
+def entry(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, str(ROOT / script), "preset=debug", "backend=cpu", "device=cpu", *overrides]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("agent", ["ddpg", "sac"])
+def test_pretrain_then_finetune(agent, tmp_path):
+    snapshots, pre, fine = tmp_path / "snapshots", tmp_path / "pre", tmp_path / "fine"
+    entry("pretrain.py", f"agent={agent}", "env=walker", f"snapshot_root={snapshots}", f"run_dir={pre}")
+    for frames in (1000, 2000):
+        assert (snapshots / agent / "walker" / "seed_1" / f"snapshot_{frames}.pt").exists()
+    # logs: TensorBoard events, CSVs, the resolved config and the git revision
+    assert list((pre / "tb").glob("events.out.tfevents.*"))
+    assert (pre / "train.csv").exists() and (pre / "config.yaml").exists()
+    assert "git_revision" in json.loads((pre / "run.json").read_text())
+    zero_shot = records(pre)
+    assert {r["task"] for r in zero_shot} == {"walker_stand", "walker_walk", "walker_run", "walker_flip"}
+
+    entry(
+        "finetune.py",
+        f"agent={agent}",
+        "task=walker_walk",
+        "snapshot=1k",
+        f"snapshot_root={snapshots}",
+        f"run_dir={fine}",
+    )
+    out = records(fine)
+    assert [r["frames"] for r in out] == [1000]
+    record = out[-1]
+    assert record["task"] == "walker_walk" and record["snapshot_frames"] == 1000
+    assert record["pretrain_frames"] == 2000 and record["finetune_frames"] == 1000
+    assert record["normalised_score"] == pytest.approx(record["return"] / 971.0)
+
+
+def test_missing_snapshot_says_where_it_looked(tmp_path):
+    result = entry(
+        "finetune.py",
+        "task=walker_stand",
+        "snapshot=500k",
+        f"snapshot_root={tmp_path}",
+        f"run_dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"looked for {tmp_path}/ddpg/walker/seed_1/snapshot_500000.pt" in result.stderr
+
+
+def test_unknown_agent_and_key_fail_at_start(tmp_path):
+    result = entry("pretrain.py", "agent=dreamer9", f"run_dir={tmp_path}", check=False)
+    assert result.returncode != 0 and "ddpg" in result.stderr and "sac" in result.stderr
+    result = entry("pretrain.py", "agent.hidden_dimm=3", f"run_dir={tmp_path}", check=False)
+    assert result.returncode != 0 and "hidden_dimm" in result.stderr
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    common = ["agent=ddpg", "env=walker", f"snapshot_root={tmp_path / 's'}"]
+    common.append("protocol.checkpoint_every_frames=400")
+    whole = tmp_path / "whole"
+    entry("pretrain.py", *common, f"run_dir={whole}")
+
+    killed = tmp_path / "killed"
+    command = [
+        sys.executable,
+        str(ROOT / "pretrain.py"),
+        "preset=debug",
+        "backend=cpu",
+        "device=cpu",
+        *common,
+        f"run_dir={killed}",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        path = checkpoint_path(killed)
+        if path.exists() and load_snapshot(path)["frame"] >= 1200:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert load_snapshot(checkpoint_path(killed))["frame"] < 2000, "the run finished before it was killed"
+
+    entry("pretrain.py", *common, f"run_dir={killed}", "resume=true")
+    resumed, reference = records(killed), records(whole)
+    assert [(r["frames"], r["task"]) for r in resumed] == [(r["frames"], r["task"]) for r in reference]
+    assert [r["return"] for r in resumed] == [r["return"] for r in reference]
+
+
+@pytest.mark.parametrize("agent", ["ddpg", "sac"])
+@pytest.mark.parametrize("env", ["walker", "quadruped", "jaco"])
+@pytest.mark.parametrize("preset", ["urlb", "small", "debug"])
+def test_every_config_composes_and_instantiates(agent, env, preset):
+    from urlb.experiment import register_resolvers
+
+    register_resolvers()
+    dims = {"walker": (24, 6), "quadruped": (78, 12), "jaco": (55, 9)}[env]
+    with initialize_config_dir(config_dir=CONFIGS, version_base=None):
+        cfg = compose("pretrain", overrides=[f"agent={agent}", f"env={env}", f"preset={preset}"])
+        built = instantiate(cfg.agent, obs_dim=dims[0], action_dim=dims[1])
+        assert built.actor is not None and cfg.protocol.pretrain_frames > 0
+        task = "jaco_reach_top_left" if env == "jaco" else f"{env}_stand"
+        fine = compose(
+            "finetune", overrides=[f"agent={agent}", f"task={task}", "snapshot=2M", f"preset={preset}"]
+        )
+        assert fine.protocol.finetune_frames > 0
+    if preset == "urlb":
+        assert cfg.protocol.finetune_frames == 100_000 and cfg.agent.hidden_dim == 1024
+        assert cfg.protocol.snapshot_frames == [100_000, 500_000, 1_000_000, 2_000_000]
+
+
+def test_snapshot_round_trip_and_transfer(tmp_path):
+    snapshots = tmp_path / "snapshots"
+    entry(
+        "pretrain.py",
+        "agent=ddpg",
+        "env=quadruped",
+        f"snapshot_root={snapshots}",
+        f"run_dir={tmp_path / 'p'}",
+        "protocol.pretrain_frames=1000",
+        "protocol.snapshot_frames=[1000]",
+    )
+    snapshot = load_snapshot(snapshots / "ddpg" / "quadruped" / "seed_1" / "snapshot_1000.pt")
+    from agents.ddpg import DDPGAgent
+
+    cfg = snapshot["config"]["agent"]
+    kwargs = {k: v for k, v in cfg.items() if k != "_target_"}
+    pretrained = DDPGAgent(78, 12, **kwargs)
+    pretrained.load_state_dict(snapshot["agent"])
+    fresh = DDPGAgent(78, 12, **kwargs)
+    fresh.init_from(pretrained)
+    for a, b in zip(fresh.actor.parameters(), pretrained.actor.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(fresh.critic.trunk[0].weight, pretrained.critic.trunk[0].weight)
+    assert not torch.equal(fresh.critic.q1[0].weight, pretrained.critic.q1[0].weight)  # heads start fresh

@@ -1,0 +1,188 @@
+"""Building a run from its Hydra config: the shared body of ``pretrain.py`` and
+``finetune.py`` (which stay a few lines each)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from envs import make_env
+from envs.registry import parse_task
+from urlb.checkpoint import find_snapshot, load_snapshot, save_snapshot, snapshot_path
+from urlb.logging import Logger, write_run_info
+from urlb.replay import ReplayBuffer
+from urlb.runner import OnlineRunner, Schedule
+
+
+def snapshot_tag(spec) -> str:
+    """A folder-safe name for a snapshot spec: ``2M`` stays, a path becomes its stem."""
+    if spec is None:
+        return "scratch"
+    text = str(spec)
+    return Path(text).stem if ("/" in text or text.endswith(".pt")) else re.sub(r"[^\w.-]", "_", text)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("tag"):
+        OmegaConf.register_new_resolver("tag", snapshot_tag)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name} but this machine has no CUDA GPU; use device=cpu")
+    return torch.device(name)
+
+
+def agent_name() -> str:
+    return HydraConfig.get().runtime.choices["agent"]
+
+
+def build_agent(agent_cfg, env, device: torch.device):
+    return instantiate(agent_cfg, obs_dim=env.obs_dim, action_dim=env.action_dim).to(device)
+
+
+def build_parts(cfg: DictConfig, task: str, phase: str):
+    """Env, eval env, replay and logger for ``task`` (a task or a domain name)."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    protocol = cfg.protocol
+    env = make_env(task, protocol.num_envs, backend=cfg.backend, device=device, seed=cfg.seed)
+    eval_env = make_env(task, protocol.eval_episodes, backend=cfg.backend, device=env.device, seed=cfg.seed)
+    replay = ReplayBuffer(
+        cfg.replay.capacity, env.num_envs, env.device, nstep=cfg.replay.nstep, discount=cfg.replay.discount
+    )
+    run_dir = Path(cfg.run_dir)
+    total = protocol.pretrain_frames if phase == "pretrain" else protocol.finetune_frames
+    write_run_info(run_dir, OmegaConf.to_container(cfg, resolve=True), extra={"phase": phase})
+    return env, eval_env, replay, run_dir, total
+
+
+def schedule(cfg: DictConfig, total_frames: int, snapshot_frames=()) -> Schedule:
+    p = cfg.protocol
+    return Schedule(
+        total_frames=total_frames,
+        seed_frames=p.seed_frames,
+        updates_per_frame=p.updates_per_frame,
+        eval_every_frames=p.eval_every_frames,
+        log_every_frames=p.log_every_frames,
+        checkpoint_every_frames=p.checkpoint_every_frames,
+        snapshot_frames=tuple(snapshot_frames),
+    )
+
+
+def run(runner: OnlineRunner, cfg: DictConfig, run_dir: Path, total: int, label: str) -> dict:
+    resumed = cfg.resume and runner.resume()
+    if cfg.resume and not resumed:
+        print(f"[{label}] resume=true but no checkpoint in {run_dir}: starting fresh")
+    runner.logger = Logger(
+        run_dir,
+        total,
+        use_tensorboard=cfg.tensorboard,
+        console=cfg.console,
+        start_frame=runner.frame,
+        label=label,
+    )
+    try:
+        return runner.run()
+    finally:
+        runner.logger.close()
+
+
+def pretrain(cfg: DictConfig) -> dict:
+    """Reward-free pretraining on ``cfg.env.domain``; snapshots at ``protocol.snapshot_frames``."""
+    domain = cfg.env.domain
+    env, eval_env, replay, run_dir, total = build_parts(cfg, domain, "pretrain")
+    agent = build_agent(cfg.agent, env, env.device)
+    name = agent_name()
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    def write_snapshot(frames: int) -> None:
+        path = snapshot_path(Path(cfg.snapshot_root), name, domain, cfg.seed, frames)
+        save_snapshot(
+            path,
+            {
+                "agent": agent.state_dict(),
+                "config": config,
+                "agent_name": name,
+                "domain": domain,
+                "seed": cfg.seed,
+                "frames": frames,
+            },
+        )
+
+    record = {
+        "agent": name,
+        "domain": domain,
+        "seed": cfg.seed,
+        "phase": "pretrain",
+        "snapshot_frames": None,
+        "pretrain_frames": total,
+        "finetune_frames": None,
+    }
+    runner = OnlineRunner(
+        env,
+        eval_env,
+        agent,
+        replay,
+        None,
+        schedule(cfg, total, cfg.protocol.snapshot_frames),
+        run_dir,
+        cfg.seed,
+        record,
+        task=None,
+        write_snapshot=write_snapshot,
+    )
+    return run(runner, cfg, run_dir, total, "pretrain")
+
+
+def load_pretrained(cfg: DictConfig, name: str, domain: str, env):
+    """The pretrained agent named by ``cfg.snapshot`` (never another seed or frame count)."""
+    path = find_snapshot(cfg.snapshot, Path(cfg.snapshot_root), name, domain, cfg.snapshot_seed)
+    snapshot = load_snapshot(path)
+    if snapshot["agent_name"] != name or snapshot["domain"] != domain:
+        raise ValueError(
+            f"snapshot {path} is {snapshot['agent_name']} on {snapshot['domain']}, not {name} on {domain}"
+        )
+    pretrained = build_agent(OmegaConf.create(snapshot["config"]["agent"]), env, env.device)
+    pretrained.load_state_dict(snapshot["agent"])
+    return pretrained, snapshot
+
+
+def finetune(cfg: DictConfig) -> dict:
+    """Finetune a snapshot (or train from scratch with ``snapshot=null``) on ``cfg.task``."""
+    domain, task = parse_task(cfg.task)
+    if task is None:
+        raise ValueError(
+            f"task={cfg.task} is a domain; finetune on one of its tasks, e.g. task={domain}_stand"
+        )
+    name = agent_name()
+    env, eval_env, replay, run_dir, total = build_parts(cfg, task, "finetune")
+    agent = build_agent(cfg.agent, env, env.device)
+    snapshot_frames, pretrain_frames = None, None
+    if cfg.snapshot is not None:
+        pretrained, snapshot = load_pretrained(cfg, name, domain, env)
+        agent.init_from(pretrained)
+        snapshot_frames = snapshot["frames"]
+        pretrain_frames = snapshot["config"]["protocol"]["pretrain_frames"]
+    record = {
+        "agent": name,
+        "domain": domain,
+        "seed": cfg.seed,
+        "phase": "finetune",
+        "snapshot_frames": snapshot_frames,
+        "pretrain_frames": pretrain_frames,
+        "finetune_frames": total,
+    }
+    runner = OnlineRunner(
+        env, eval_env, agent, replay, None, schedule(cfg, total), run_dir, cfg.seed, record, task=task
+    )
+    return run(runner, cfg, run_dir, total, "finetune")

@@ -1,0 +1,72 @@
+"""Network pieces shared by every agent (URLB's state-based architectures)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    """URLB's ``utils.weight_init``: orthogonal weights, zero biases, for linear layers."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def mlp(input_dim: int, hidden_dim: int, output_dim: int, depth: int = 2) -> nn.Sequential:
+    """``depth`` hidden ReLU layers of ``hidden_dim`` then a linear output."""
+    layers: list[nn.Module] = []
+    dim = input_dim
+    for _ in range(depth):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True)]
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, output_dim))
+    return nn.Sequential(*layers)
+
+
+def layer_norm_trunk(input_dim: int, hidden_dim: int) -> nn.Sequential:
+    """URLB's trunk: Linear, LayerNorm, Tanh."""
+    return nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.Tanh())
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging ``target <- tau * source + (1 - tau) * target``, in place."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def hard_update(target: nn.Module, source: nn.Module) -> None:
+    target.load_state_dict(source.state_dict())
+
+
+class TruncatedNormal(torch.distributions.Normal):
+    """DrQ-v2 / URLB's exploration distribution: a Gaussian whose samples are clipped to
+    [-1, 1] with a straight-through gradient, and whose noise can be clipped at ``clip``."""
+
+    def __init__(self, loc: torch.Tensor, scale: float | torch.Tensor, low=-1.0, high=1.0, eps=1e-6):
+        super().__init__(loc, torch.as_tensor(scale, dtype=loc.dtype, device=loc.device).expand_as(loc))
+        self.low, self.high, self.eps = low, high, eps
+
+    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
+        clamped = x.clamp(self.low + self.eps, self.high - self.eps)
+        return x - x.detach() + clamped.detach()
+
+    def sample(self, clip: float | None = None) -> torch.Tensor:
+        shape = self._extended_shape()
+        noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device) * self.scale
+        if clip is not None:
+            noise = noise.clamp(-clip, clip)
+        return self._clamp(self.loc + noise)
+
+
+def gaussian_log_prob_tanh(mean: torch.Tensor, log_std: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``tanh(raw)`` where ``raw ~ N(mean, exp(log_std))``, summed over
+    the action dimension, with the numerically stable tanh correction
+    ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))`` (SAC, Haarnoja et al. 2018, App. C)."""
+    std = log_std.exp()
+    gaussian = -0.5 * ((raw - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    correction = 2 * (math.log(2) - raw - nn.functional.softplus(-2 * raw))
+    return (gaussian - correction).sum(-1)

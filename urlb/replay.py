@@ -1,0 +1,360 @@
+"""Replay for ``N`` parallel worlds on the env's device, with URLB's n-step returns.
+
+The loop that fills and reads it::
+
+    replay = ReplayBuffer(capacity=1_000_000, num_envs=env.num_envs, device=env.device, nstep=3)
+    observation = env.reset()["observation"]
+    while training:
+        action = agent.act(observation, meta)
+        out = env.step(action)
+        replay.add(observation, action, out["next_observation"], out["task_reward"],
+                   out["terminated"], out["truncated"], extras={"skill": meta["skill"]})
+        observation = out["observation"]
+        metrics = agent.update(replay.sample(batch_size=1024, generator=generator))
+
+Storage is one :class:`tensordict.TensorDict` of batch size ``(capacity_steps, N)``: a ring
+over env steps, time-major, one column per world. Neither :meth:`add` nor :meth:`sample` reads
+device memory back to the host: the count of steps written is a host integer, and sampling
+draws its indices on the device.
+
+**Which starts are valid.** Number the stored steps chronologically ``0 .. S-1`` (``0`` is the
+oldest still in the ring, ``S = min(steps written, capacity_steps)``). A start ``(t, world)``
+may be sampled iff
+
+1. ``t + n - 1 <= S - 1``: the ``n`` steps ``t .. t+n-1`` are all stored (none overwritten,
+   none still to come), and
+2. no episode ended (``terminated | truncated``) at any of the steps ``t .. t+n-2`` in that
+   world. An episode may end at step ``t+n-1``: the return then stops there, as in URLB.
+
+Starts are drawn uniformly over the valid ``(t, world)`` pairs, without rejection. Whether a
+start is valid is settled the moment its last step ``t+n-1`` is written, and it stays valid
+until step ``t`` is overwritten; starts are therefore admitted and retired in chronological
+order, and the valid ones live in a device-side FIFO of ring positions (``O(N)`` work per
+:meth:`add`, ``O(B)`` per :meth:`sample`). :meth:`valid_starts` recomputes the same set from
+scratch (checkpoint loading, tests).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict
+
+from urlb.datasets import write_dataset
+
+# Fields every step carries; anything else arrives through ``extras``.
+STEP_FIELDS = ("observation", "action", "next_observation", "task_reward", "terminated", "truncated")
+# Upper bound of the integer draw reduced modulo the number of valid starts: the modulo bias
+# is at most (valid starts) / 2**62, far below anything a batch could show.
+_DRAW_HIGH = 2**62
+
+
+class ReplayBuffer:
+    """A ring of ``ceil(capacity / num_envs)`` env steps of ``num_envs`` worlds.
+
+    Args:
+        capacity: transitions to keep (rounded up to a whole number of env steps).
+        num_envs: worlds written per :meth:`add`.
+        device: where the storage lives (the env's device).
+        nstep: steps summed into one sampled return (URLB uses 3).
+        discount: per-step discount of the n-step return.
+    """
+
+    def __init__(
+        self, capacity: int, num_envs: int, device: torch.device | str, nstep: int = 1, discount: float = 0.99
+    ):
+        if capacity < 1 or num_envs < 1 or nstep < 1:
+            raise ValueError(f"capacity, num_envs, nstep must be >= 1; got {capacity}, {num_envs}, {nstep}")
+        self.capacity_steps = math.ceil(capacity / num_envs)
+        if nstep > self.capacity_steps:
+            raise ValueError(f"nstep={nstep} exceeds the ring's {self.capacity_steps} steps")
+        self.num_envs = num_envs
+        # Resolve "cuda" to "cuda:0" so that device checks compare like with like.
+        self.device = torch.empty(0, device=device).device
+        self.nstep = nstep
+        self.discount = discount
+        # discount**k for k < n, in float64 before rounding once to the rewards' float32.
+        self._powers = (discount ** torch.arange(nstep, dtype=torch.float64, device=self.device)).float()
+        self._offsets = torch.arange(nstep, device=self.device)
+        self._worlds = torch.arange(num_envs, device=self.device)
+        self._storage: TensorDict | None = None
+        # The storage's tensors, fetched once: TensorDict.get costs microseconds per call.
+        self._columns: dict[str, torch.Tensor] = {}
+        self._steps_written = 0
+        self._reset_index()
+
+    def _reset_index(self) -> None:
+        """Empty the FIFO of valid starts: ring positions ``row * N + world`` between the
+        logical counters ``head`` and ``tail`` (device scalars), plus one dump slot at the end
+        that absorbs the writes of invalid starts."""
+        slots = self.capacity_steps * self.num_envs
+        self._start_index = torch.zeros(slots + 1, dtype=torch.long, device=self.device)
+        self._head = torch.zeros((), dtype=torch.long, device=self.device)
+        self._tail = torch.zeros((), dtype=torch.long, device=self.device)
+        # How many FIFO entries start in each ring row: retired when the row is overwritten.
+        self._starts_in_row = torch.zeros(self.capacity_steps, dtype=torch.long, device=self.device)
+
+    # -- writing --------------------------------------------------------------------------
+    def add(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        next_observation: torch.Tensor,
+        task_reward: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        extras: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Store one env step of every world.
+
+        Args:
+            observation: ``(N, obs_dim)`` what the agent acted on at step ``t``.
+            action: ``(N, action_dim)``.
+            next_observation: ``(N, obs_dim)`` where the transition ended (before any reset).
+            task_reward: ``(N, T)`` every task's reward.
+            terminated, truncated: ``(N,)`` bool.
+            extras: ``(N, ...)`` values at step ``t`` (skills, physics state); the same keys,
+                shapes and dtypes at every call.
+        """
+        fields = {
+            "observation": observation,
+            "action": action,
+            "next_observation": next_observation,
+            "task_reward": task_reward,
+            "terminated": terminated,
+            "truncated": truncated,
+        }
+        extras = extras or {}
+        clash = set(extras) & set(STEP_FIELDS)
+        if clash:
+            raise ValueError(f"extras may not reuse the step fields {sorted(clash)}")
+        fields.update(extras)
+        if self._storage is None:
+            self._allocate(fields)
+        else:
+            self._check(fields)
+        step = self._steps_written
+        row = step % self.capacity_steps
+        if step >= self.capacity_steps:
+            self._retire(row)
+        for key, value in fields.items():
+            self._columns[key][row] = value
+        if step + 1 >= self.nstep:
+            self._admit(step + 1 - self.nstep)
+        self._steps_written += 1
+
+    def _allocate(self, fields: dict[str, torch.Tensor]) -> None:
+        """Zeroed ``(capacity_steps, N, ...)`` storage shaped like one step's ``(N, ...)`` fields."""
+        for key, value in fields.items():
+            if value.shape[:1] != (self.num_envs,) or value.device != self.device:
+                raise ValueError(
+                    f"{key}: got {tuple(value.shape)} on {value.device}; expected ({self.num_envs}, ...) "
+                    f"on {self.device}"
+                )
+        for key in ("terminated", "truncated"):
+            if fields[key].dtype != torch.bool:
+                raise TypeError(f"{key} must be a bool tensor, got {fields[key].dtype}")
+        rows = (self.capacity_steps, self.num_envs)
+        self._storage = TensorDict(
+            {
+                key: torch.zeros(rows + tuple(value.shape[1:]), dtype=value.dtype, device=self.device)
+                for key, value in fields.items()
+            },
+            batch_size=rows,
+            device=self.device,
+        )
+        self._columns = dict(self._storage.items())
+
+    def _check(self, fields: dict[str, torch.Tensor]) -> None:
+        """Keys, shapes, dtypes and devices against the storage: host metadata only."""
+        if fields.keys() != self._columns.keys():
+            raise KeyError(f"add() got fields {sorted(fields)}; the buffer holds {sorted(self._columns)}")
+        for key, value in fields.items():
+            stored = self._columns[key]
+            if value.shape != stored.shape[1:] or value.dtype != stored.dtype or value.device != self.device:
+                raise ValueError(
+                    f"{key}: got {tuple(value.shape)} {value.dtype} on {value.device}; expected "
+                    f"{tuple(stored.shape[1:])} {stored.dtype} on {self.device}"
+                )
+
+    def _retire(self, row: int) -> None:
+        """Row ``row`` is about to be overwritten: its starts, the oldest in the FIFO, leave it."""
+        self._head += self._starts_in_row[row]
+        self._starts_in_row[row] = 0
+
+    def _admit(self, start_step: int) -> None:
+        """Env step ``start_step + n - 1`` was just written: append the worlds whose n-step
+        window from ``start_step`` holds no episode end at its first n-1 steps."""
+        row = start_step % self.capacity_steps
+        if row + self.nstep - 1 <= self.capacity_steps:
+            window = slice(row, row + self.nstep - 1)  # a view: no index kernel
+        else:
+            window = (row + self._offsets[:-1]) % self.capacity_steps
+        ended = self._columns["terminated"][window] | self._columns["truncated"][window]  # (n-1, N)
+        valid = ~ended.any(0)  # (N,)
+        rank = valid.cumsum(0)
+        slots = len(self._start_index) - 1
+        # Valid worlds go to the FIFO's next free slots in world order, the rest to the dump slot.
+        position = torch.where(valid, (self._tail + rank - 1) % slots, slots)
+        self._start_index[position] = row * self.num_envs + self._worlds
+        self._tail += rank[-1]
+        self._starts_in_row[row] = rank[-1]
+
+    # -- reading --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Transitions stored."""
+        return self._stored_steps * self.num_envs
+
+    @property
+    def _stored_steps(self) -> int:
+        return min(self._steps_written, self.capacity_steps)
+
+    @property
+    def _oldest_row(self) -> int:
+        """Ring row of chronological step 0."""
+        return (self._steps_written - self._stored_steps) % self.capacity_steps
+
+    def valid_starts(self) -> torch.Tensor:
+        """``(S - n + 1, N)`` bool, recomputed from the stored flags: which chronological starts
+        ``(t, world)`` may be sampled (condition 2 of the module docstring; every ``t`` here
+        meets condition 1 by construction)."""
+        num_starts = max(self._stored_steps - self.nstep + 1, 0)
+        ended_inside = torch.zeros(num_starts, self.num_envs, dtype=torch.bool, device=self.device)
+        if self._storage is None:
+            return ~ended_inside
+        ended = self._columns["terminated"] | self._columns["truncated"]
+        ended = ended.roll(-self._oldest_row, dims=0)  # chronological order
+        for k in range(self.nstep - 1):
+            ended_inside |= ended[k : k + num_starts]
+        return ~ended_inside
+
+    def _indexed_starts(self) -> torch.Tensor:
+        """``(K, 2)`` chronological ``(t, world)`` of the FIFO's entries, oldest first (reads
+        the count back to the host: for tests, never on a hot path)."""
+        slots = len(self._start_index) - 1
+        logical = self._head + torch.arange(int(self._tail - self._head), device=self.device)
+        position = self._start_index[logical % slots]
+        step = (position // self.num_envs - self._oldest_row) % self.capacity_steps
+        return torch.stack([step, position % self.num_envs], dim=1)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
+        """``batch_size`` n-step transitions, uniform over the valid starts.
+
+        Returns a TensorDict of batch size ``(B,)``: ``observation``, ``action`` and every extra
+        at ``t``; ``next_observation`` of step ``t+n-1``; ``task_reward`` ``(B, T)`` =
+        ``sum_k discount**k * task_reward[t+k]``; ``discount`` ``(B,)`` = ``discount**n``, or 0
+        where step ``t+n-1`` terminated (a truncation keeps it: URLB bootstraps through the
+        time limit). ``generator`` must live on the buffer's device.
+        """
+        if self._stored_steps < self.nstep:
+            raise ValueError(
+                f"sample() needs {self.nstep} stored steps, the buffer holds {self._stored_steps}"
+            )
+        num_valid = self._tail - self._head
+        torch._assert_async(num_valid > 0, "no valid n-step start: every window crosses an episode end")
+        draw = torch.randint(0, _DRAW_HIGH, (batch_size,), generator=generator, device=self.device)
+        slots = len(self._start_index) - 1
+        position = self._start_index[(self._head + draw % num_valid) % slots]
+        return self._gather_rows(position // self.num_envs, position % self.num_envs)
+
+    def _gather(self, step: torch.Tensor, world: torch.Tensor) -> TensorDict:
+        """The n-step transitions starting at chronological steps ``step`` ``(B,)`` (0 = the
+        oldest stored) of worlds ``world`` ``(B,)``; no validity check. Keys as in :meth:`sample`."""
+        return self._gather_rows((self._oldest_row + step) % self.capacity_steps, world)
+
+    def _gather_rows(self, row: torch.Tensor, world: torch.Tensor) -> TensorDict:
+        """As :meth:`_gather`, with starts given as ring rows ``(B,)``."""
+        rows = (row[:, None] + self._offsets) % self.capacity_steps  # (B, n)
+        window = rows * self.num_envs + world[:, None]  # (B, n) flat positions
+        first, last = window[:, 0], window[:, -1]
+        extra_keys = [key for key in self._columns if key not in STEP_FIELDS]
+        out = {key: self._take(key, first) for key in ("observation", "action", *extra_keys)}
+        out["next_observation"] = self._take("next_observation", last)
+        out["task_reward"] = (self._powers[:, None] * self._take("task_reward", window)).sum(1)
+        out["discount"] = (~self._take("terminated", last)).float() * self.discount**self.nstep
+        return TensorDict(out, batch_size=[len(row)], device=self.device)
+
+    def _take(self, key: str, position: torch.Tensor) -> torch.Tensor:
+        """``position.shape + field shape``: field ``key`` at flat ring positions
+        ``row * N + world``. index_select, because advanced indexing of a large CPU tensor
+        is over 100x slower (8 ms against 0.05 ms for 1024 rows of a 1M-transition ring)."""
+        column = self._columns[key]
+        flat = column.flatten(0, 1).index_select(0, position.reshape(-1))
+        return flat.view(*position.shape, *column.shape[2:])
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Settings and the count of steps written as ints, the stored rows as tensors (ring
+        order); loads with ``torch.load(weights_only=True)``. The FIFO is rebuilt on load."""
+        stored = self._stored_steps
+        # Clone a partial slice: saving the view would write the whole ring.
+        storage = {
+            key: value if stored == self.capacity_steps else value[:stored].clone()
+            for key, value in self._columns.items()
+        }
+        return {
+            "capacity_steps": self.capacity_steps,
+            "num_envs": self.num_envs,
+            "nstep": self.nstep,
+            "discount": torch.tensor(self.discount, dtype=torch.float64),
+            "steps_written": self._steps_written,
+            "storage": storage,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore exactly what :meth:`state_dict` saved; the constructor arguments must match.
+        Sampling afterwards draws the same batches from the same generator state: the FIFO is
+        rebuilt in the order it always holds (chronological, then by world)."""
+        expected = {"capacity_steps": self.capacity_steps, "num_envs": self.num_envs, "nstep": self.nstep}
+        for key, value in expected.items():
+            if state[key] != value:
+                raise ValueError(f"replay state has {key}={state[key]}, this buffer {value}")
+        if float(state["discount"]) != self.discount:
+            raise ValueError(
+                f"replay state has discount={float(state['discount'])}, this buffer {self.discount}"
+            )
+        self._steps_written = int(state["steps_written"])
+        self._storage, self._columns = None, {}
+        self._reset_index()
+        storage = state["storage"]
+        if storage:
+            self._allocate({key: value[0].to(self.device) for key, value in storage.items()})
+            for key, value in storage.items():
+                self._columns[key][: len(value)] = value.to(self.device)
+        self._rebuild_index()
+
+    def _rebuild_index(self) -> None:
+        """Fill the empty FIFO with :meth:`valid_starts`, oldest first."""
+        valid = self.valid_starts()  # (L, N)
+        rows = (self._oldest_row + torch.arange(len(valid), device=self.device)) % self.capacity_steps
+        positions = (rows[:, None] * self.num_envs + self._worlds)[valid]
+        self._start_index[: len(positions)] = positions
+        self._tail.fill_(len(positions))
+        self._starts_in_row[rows] = valid.sum(1)
+
+    # -- datasets -------------------------------------------------------------------------
+    def to_dataset(self) -> dict[str, torch.Tensor]:
+        """Every stored transition, world by world, chronological within a world.
+
+        Returns ``(M, ...)`` tensors with ``M = len(self)``: the step fields, every extra,
+        ``world`` (int64) and ``step`` (int64, the index of the :meth:`add` call that wrote it).
+        A trajectory ends where ``terminated | truncated``, and where ``world`` changes.
+        """
+        stored = self._stored_steps
+        rows = (self._oldest_row + torch.arange(stored, device=self.device)) % self.capacity_steps
+        arrays = {
+            key: value.index_select(0, rows).transpose(0, 1).reshape(len(self), *value.shape[2:])
+            for key, value in self._columns.items()
+        }
+        first_step = self._steps_written - stored
+        steps = torch.arange(first_step, self._steps_written, device=self.device)
+        arrays["world"] = torch.arange(self.num_envs, device=self.device).repeat_interleave(stored)
+        arrays["step"] = steps.repeat(self.num_envs)
+        return arrays
+
+    def save_dataset(self, path: str | Path, meta: dict) -> Path:
+        """Write :meth:`to_dataset` as a dataset directory (see :func:`urlb.datasets.write_dataset`)."""
+        meta = {"num_envs": self.num_envs, "transitions": len(self), **meta}
+        return write_dataset(path, self.to_dataset(), meta)
