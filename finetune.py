@@ -4,11 +4,13 @@ import os
 
 import hydra
 
-from urlb.experiment import finetune, register_resolvers
+from urlb.resolvers import register_resolvers
 
 
 @hydra.main(config_path="configs", config_name="finetune", version_base=None)
 def main(cfg):
+    from urlb.experiment import finetune  # heavy imports after the config is known to be valid
+
     finetune(cfg)
 
 

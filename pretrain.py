@@ -4,11 +4,13 @@ import os
 
 import hydra
 
-from urlb.experiment import pretrain, register_resolvers
+from urlb.resolvers import register_resolvers
 
 
 @hydra.main(config_path="configs", config_name="pretrain", version_base=None)
 def main(cfg):
+    from urlb.experiment import pretrain  # heavy imports after the config is known to be valid
+
     pretrain(cfg)
 
 

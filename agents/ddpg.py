@@ -22,7 +22,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from urlb.nets import TruncatedNormal, hard_update, layer_norm_trunk, orthogonal_init, soft_update
+from urlb.nets import TruncatedNormal, hard_update, layer_norm_trunk, optimise, orthogonal_init, soft_update
 
 
 def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q1: torch.Tensor, next_q2: torch.Tensor):
@@ -42,6 +42,23 @@ def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> tup
         "critic_q1": q1.mean().detach(),
         "critic_target_q": target.mean(),
     }
+
+
+def critic_step(agent, observation, action, target) -> dict[str, torch.Tensor]:
+    """Regress both Q heads of ``agent.critic`` on ``target``, then move the target critic
+    (shared by the DDPG and SAC backbones, whose targets differ)."""
+    loss, metrics = critic_loss(*agent.critic(observation, action), target)
+    optimise(agent.critic_opt, loss)
+    soft_update(agent.critic_target, agent.critic, agent.critic_target_tau)
+    return metrics
+
+
+def transfer_actor_critic(agent, pretrained) -> None:
+    """URLB's transfer: the actor, and the critic trunk when ``agent.init_critic``."""
+    hard_update(agent.actor, pretrained.actor)
+    if agent.init_critic:
+        hard_update(agent.critic.trunk, pretrained.critic.trunk)
+        hard_update(agent.critic_target.trunk, pretrained.critic.trunk)
 
 
 @contextlib.contextmanager
@@ -133,24 +150,14 @@ class DDPGAgent(Agent):
         with torch.no_grad():
             next_action = self.actor(next_observation, self.stddev).sample(clip=self.stddev_clip)
             target = td_target(reward, discount, *self.critic_target(next_observation, next_action))
-        loss, metrics = critic_loss(*self.critic(observation, action), target)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        soft_update(self.critic_target, self.critic, self.critic_target_tau)
-        return metrics
+        return critic_step(self, observation, action, target)
 
     def update_actor(self, observation, step):
         action = self.actor(observation, self.stddev).sample(clip=self.stddev_clip)
         with frozen(self.critic):
             loss = -torch.min(*self.critic(observation, action)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_opt.step()
+        optimise(self.actor_opt, loss)
         return {"actor_loss": loss.detach()}
 
     def init_from(self, pretrained: DDPGAgent) -> None:
-        hard_update(self.actor, pretrained.actor)
-        if self.init_critic:
-            hard_update(self.critic.trunk, pretrained.critic.trunk)
-            hard_update(self.critic_target.trunk, pretrained.critic.trunk)
+        transfer_actor_critic(self, pretrained)

@@ -22,8 +22,8 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from agents.ddpg import DoubleQCritic, critic_loss, frozen
-from urlb.nets import gaussian_log_prob_tanh, hard_update, mlp, orthogonal_init, soft_update
+from agents.ddpg import DoubleQCritic, critic_step, frozen, transfer_actor_critic
+from urlb.nets import gaussian_log_prob_tanh, mlp, optimise, orthogonal_init
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -106,29 +106,16 @@ class SACAgent(Agent):
             next_action, next_log_prob = self.actor.sample(next_observation)
             next_q = self.critic_target(next_observation, next_action)
             target = soft_td_target(reward, discount, *next_q, next_log_prob, alpha)
-        loss, metrics = critic_loss(*self.critic(observation, action), target)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
-        soft_update(self.critic_target, self.critic, self.critic_target_tau)
-        return metrics
+        return critic_step(self, observation, action, target)
 
     def update_actor(self, observation, step):
         action, log_prob = self.actor.sample(observation)
         alpha = self.log_alpha.exp()
         with frozen(self.critic):
             loss = (alpha.detach() * log_prob - torch.min(*self.critic(observation, action))).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_opt.step()
-        alpha_loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
+        optimise(self.actor_opt, loss)
+        optimise(self.alpha_opt, temperature_loss(self.log_alpha, log_prob, self.target_entropy))
         return {"actor_loss": loss.detach(), "alpha": alpha.detach(), "entropy": -log_prob.mean().detach()}
 
     def init_from(self, pretrained: SACAgent) -> None:
-        hard_update(self.actor, pretrained.actor)
-        if self.init_critic:
-            hard_update(self.critic.trunk, pretrained.critic.trunk)
-            hard_update(self.critic_target.trunk, pretrained.critic.trunk)
+        transfer_actor_critic(self, pretrained)

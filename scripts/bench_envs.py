@@ -99,10 +99,20 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["cpu"])
     parser.add_argument("--num-envs", nargs="+", type=int, default=[1, 64, 256, 1024])
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per cell")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (as the runner's default: OpenMP workers contend with MuJoCo's pool)",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
 
     cpu = platform.processor() or platform.machine()
-    print(f"# machine: {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, mujoco {mujoco.__version__}")
+    print(
+        f"# machine: {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__} ({args.torch_threads} thread), "
+        f"mujoco {mujoco.__version__}"
+    )
     print("| domain | backend | num_envs | env steps/s | ceiling steps/s | ours/ceiling | ours/dm_control |")
     print("|---|---|---|---|---|---|---|")
     for domain in args.domains:

@@ -18,3 +18,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
 python3 -m pytest -q -m gpu tests
 python3 scripts/gpu_bench.py "$@"
+# The runner on CUDA: warp backend, replay and updates on the GPU, URLB preset sizes
+# (1024-wide networks, batch 1024, one update every 2 env steps), a short budget.
+python3 pretrain.py agent=ddpg env=walker device=cuda backend=warp threads=null \
+  protocol.pretrain_frames=20000 protocol.snapshot_frames=[] protocol.eval_every_frames=10000 \
+  run_dir=/tmp/urlb_gpu_pretrain snapshot_root=/tmp/urlb_gpu_snapshots
+python3 - <<'PY'
+import csv
+rows = list(csv.DictReader(open("/tmp/urlb_gpu_pretrain/time.csv")))
+last = rows[-1]
+updates_per_s = float(last["updates"]) / float(last["elapsed_s"])
+print(f"pretrain on CUDA (urlb preset, ddpg, walker): {float(last['fps']):.0f} frames/s, {updates_per_s:.1f} updates/s")
+PY

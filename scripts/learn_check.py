@@ -75,52 +75,55 @@ def _last_time_metric(run_dir: Path, key: str) -> float:
 
 
 def throughput(hidden: int, batch: int, frames: int) -> dict:
-    """Frames/s of the full loop and updates/s of updates alone, same sizes, same process."""
+    """Frames/s of the runner's loop (collect + train) and updates/s of updates alone, at the
+    same sizes in the same process, after URLB's 4000 seed frames."""
+    import tempfile
+
     import torch
 
     from agents.ddpg import DDPGAgent
     from envs import make_env
+    from urlb.logging import Logger
     from urlb.replay import ReplayBuffer
+    from urlb.runner import OnlineRunner, Schedule
 
     torch.set_num_threads(1)
     env = make_env("walker_stand", 1, backend="cpu")
     agent = DDPGAgent(env.obs_dim, env.action_dim, hidden_dim=hidden, batch_size=batch)
-    agent.set_task(0)
     replay = ReplayBuffer(100_000, 1, "cpu", nstep=3, discount=0.99)
-    td = env.reset()
-    state = agent.init_state(1)
-    for _ in range(max(2 * batch, 4000)):  # seed data
-        action = torch.rand(1, env.action_dim) * 2 - 1
-        out = env.step(action)
-        replay.add(
-            td["observation"],
-            action,
-            out["next_observation"],
-            out["task_reward"],
-            out["terminated"],
-            out["truncated"],
-        )
-        td = out
+    schedule = Schedule(
+        total_frames=10**9,
+        seed_frames=4000,
+        updates_per_frame=0.5,
+        eval_every_frames=0,
+        log_every_frames=0,
+        checkpoint_every_frames=0,
+    )
+    run_dir = Path(tempfile.mkdtemp())
+    runner = OnlineRunner(
+        env,
+        None,
+        agent,
+        replay,
+        Logger(run_dir, 1, use_tensorboard=False, console=False),
+        schedule,
+        run_dir,
+        seed=0,
+        record={},
+        task="walker_stand",
+    )
+    runner.start()
+    while runner.frame < schedule.seed_frames:
+        runner.collect()
     updates = frames // 2
     start = time.perf_counter()
     for _ in range(updates):
         agent.update(replay, 0)
     ceiling_ups = updates / (time.perf_counter() - start)
     start = time.perf_counter()
-    for i in range(frames):
-        action = agent.act(td["observation"], state, explore=True)
-        out = env.step(action)
-        replay.add(
-            td["observation"],
-            action,
-            out["next_observation"],
-            out["task_reward"],
-            out["terminated"],
-            out["truncated"],
-        )
-        td = out
-        if i % 2 == 1:
-            agent.update(replay, i)
+    for _ in range(frames):
+        runner.collect()
+        runner.train()
     loop_fps = frames / (time.perf_counter() - start)
     return {
         "hidden": hidden,

@@ -121,7 +121,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("env", ["walker", "quadruped", "jaco"])
 @pytest.mark.parametrize("preset", ["urlb", "small", "debug"])
 def test_every_config_composes_and_instantiates(agent, env, preset):
-    from urlb.experiment import register_resolvers
+    from urlb.resolvers import register_resolvers
 
     register_resolvers()
     dims = {"walker": (24, 6), "quadruped": (78, 12), "jaco": (55, 9)}[env]

@@ -21,11 +21,28 @@ def make_runner(tmp_path, total=600, updates_per_frame=0.5, snapshots=(), write_
     eval_env = make_env("walker_stand", 2, backend="cpu", seed=0)
     agent = DDPGAgent(env.obs_dim, env.action_dim, hidden_dim=16, batch_size=16)
     replay = ReplayBuffer(5000, env.num_envs, "cpu", nstep=3)
-    schedule = Schedule(total_frames=total, seed_frames=100, updates_per_frame=updates_per_frame,
-                        eval_every_frames=10_000, log_every_frames=100, checkpoint_every_frames=0,
-                        snapshot_frames=tuple(snapshots))
-    runner = OnlineRunner(env, eval_env, agent, replay, None, schedule, tmp_path, seed=0,
-                          record={"agent": "ddpg"}, task="walker_stand", write_snapshot=write_snapshot)
+    schedule = Schedule(
+        total_frames=total,
+        seed_frames=100,
+        updates_per_frame=updates_per_frame,
+        eval_every_frames=10_000,
+        log_every_frames=100,
+        checkpoint_every_frames=0,
+        snapshot_frames=tuple(snapshots),
+    )
+    runner = OnlineRunner(
+        env,
+        eval_env,
+        agent,
+        replay,
+        None,
+        schedule,
+        tmp_path,
+        seed=0,
+        record={"agent": "ddpg"},
+        task="walker_stand",
+        write_snapshot=write_snapshot,
+    )
     runner.logger = Logger(tmp_path, total, use_tensorboard=False, console=False)
     return runner
 
@@ -69,3 +86,24 @@ def test_non_finite_loss_stops_and_keeps_last_good_snapshot(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"non-finite critic_loss at frame \d+"):
         runner.run()
     assert written == [200]  # the snapshot at 800 frames was never written
+
+
+def test_replay_with_physics_states_round_trips_as_a_dataset(tmp_path):
+    from urlb.datasets import read_dataset
+
+    runner = make_runner(tmp_path, total=200)
+    runner.store_physics = True
+    runner.start()
+    while runner.frame < 200:
+        runner.collect()
+    path = runner.replay.save_dataset(tmp_path / "dataset", {"domain": "walker", "agent": "random", "seed": 0})
+    arrays, meta = read_dataset(path)
+    assert meta["domain"] == "walker" and meta["transitions"] == 200
+    assert arrays["qpos"].shape == (200, 9) and arrays["act"].shape == (200, 0)
+    assert arrays["task_reward"].shape == (200, 4) and arrays["observation"].shape == (200, 24)
+    # the stored physics state is the one each observation was made in (its position part:
+    # body orientations and torso height)
+    env = make_env("walker_stand", 1, backend="cpu")
+    env.reset()
+    out = env.set_physics_state({k: arrays[k][5:6] for k in ("qpos", "qvel", "act")})
+    torch.testing.assert_close(out["observation"][0, :15], arrays["observation"][5, :15])

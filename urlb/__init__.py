@@ -1,8 +1,15 @@
 """urlb: reward-free RL pretraining on batched MuJoCo (the URLB protocol).
 
-``urlb.make_env`` is the entry to the batched environments (see :mod:`envs`).
+``urlb.make_env`` is the entry to the batched environments (see :mod:`envs`); it is
+imported on first use so that ``import urlb`` stays light.
 """
 
-from envs import TASKS, make_env
-
 __all__ = ["TASKS", "make_env"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        import envs
+
+        return getattr(envs, name)
+    raise AttributeError(f"module 'urlb' has no attribute {name!r}")

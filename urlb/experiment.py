@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -17,19 +16,6 @@ from urlb.checkpoint import find_snapshot, load_snapshot, save_snapshot, snapsho
 from urlb.logging import Logger, write_run_info
 from urlb.replay import ReplayBuffer
 from urlb.runner import OnlineRunner, Schedule
-
-
-def snapshot_tag(spec) -> str:
-    """A folder-safe name for a snapshot spec: ``2M`` stays, a path becomes its stem."""
-    if spec is None:
-        return "scratch"
-    text = str(spec)
-    return Path(text).stem if ("/" in text or text.endswith(".pt")) else re.sub(r"[^\w.-]", "_", text)
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("tag"):
-        OmegaConf.register_new_resolver("tag", snapshot_tag)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -42,6 +42,13 @@ def hard_update(target: nn.Module, source: nn.Module) -> None:
     target.load_state_dict(source.state_dict())
 
 
+def optimise(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One gradient step on ``loss``."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+
+
 class TruncatedNormal(torch.distributions.Normal):
     """DrQ-v2 / URLB's exploration distribution: a Gaussian whose samples are clipped to
     [-1, 1] with a straight-through gradient, and whose noise can be clipped at ``clip``."""

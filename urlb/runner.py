@@ -63,6 +63,7 @@ class OnlineRunner:
         record: dict,
         task: str | None = None,
         write_snapshot: Callable[[int], None] | None = None,
+        store_physics: bool = False,
     ):
         self.env, self.eval_env, self.agent, self.replay, self.logger = env, eval_env, agent, replay, logger
         self.schedule = schedule
@@ -71,6 +72,8 @@ class OnlineRunner:
         self.record = record
         self.task = task
         self.write_snapshot = write_snapshot
+        # Physics states ride along in replay (for datasets: ExORL-style relabelling, goals).
+        self.store_physics = store_physics
         self.frame = 0
         self.update_credit = 0.0
         self.updates = 0
@@ -121,6 +124,7 @@ class OnlineRunner:
             action = torch.rand(env.num_envs, env.action_dim, device=env.device) * 2 - 1
         else:
             action = agent.act(self.observation, self.agent_state, explore=True)
+        extras = self.extras()
         out = env.step(action)
         self.replay.add(
             self.observation,
@@ -129,7 +133,7 @@ class OnlineRunner:
             out["task_reward"],
             out["terminated"],
             out["truncated"],
-            extras=agent.replay_extras(self.agent_state),
+            extras=extras,
         )
         self.agent_state = agent.observe(self.agent_state, out)
         self.observation = out["observation"]
@@ -145,6 +149,15 @@ class OnlineRunner:
                 metrics = {f"episode_return/{t}": returns[i] for i, t in enumerate(env.task_names)}
             self.logger.log("train", metrics, self.frame)
             self.episode_return.zero_()
+
+    def extras(self) -> dict[str, torch.Tensor]:
+        """What is stored with a transition besides (s, a, s', rewards, flags): the agent's
+        per-world values (a skill) and, if asked, the physics state s was observed in."""
+        extras = self.agent.replay_extras(self.agent_state)
+        if self.store_physics:
+            state = self.env.physics_state()
+            extras |= {key: state[key] for key in ("qpos", "qvel", "act")}
+        return extras
 
     def train(self) -> None:
         if self.frame < self.schedule.seed_frames:
@@ -222,6 +235,7 @@ class OnlineRunner:
             "replay": self.replay.state_dict(),
             "env": self.env.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -240,6 +254,8 @@ class OnlineRunner:
         self.replay.load_state_dict(state["replay"])
         self.env.load_state_dict(state["env"])
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def save_checkpoint(self) -> None:
         self.check_finite()

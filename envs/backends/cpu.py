@@ -49,19 +49,7 @@ class CpuBackend:
             # are writable views of the state rows) are ever written through these tensors.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             t = {k: torch.from_numpy(v) for k, v in self._arrays.items()}
-        n = nworld
-        self.view = PhysicsView(
-            qpos=t["qpos"],
-            qvel=t["qvel"],
-            act=t["act"],
-            xpos=t["xpos"].view(n, -1, 3),
-            xmat=t["xmat"].view(n, -1, 9),
-            sensordata=t["sensordata"],
-            subtree_angmom=t["subtree_angmom"].view(n, -1, 3),
-            site_xpos=t["site_xpos"].view(n, -1, 3),
-            site_xmat=t["site_xmat"].view(n, -1, 9),
-            xaxis=t["xaxis"].view(n, -1, 3),
-        )
+        self.view = PhysicsView.from_arrays(t, nworld)
         self._ctrl = t["ctrl"]
         self._tensors = t
 

@@ -92,19 +92,7 @@ class WarpBackend:
                 "overflow",
             )
         }
-        n = nworld
-        self.view = PhysicsView(
-            qpos=t["qpos"],
-            qvel=t["qvel"],
-            act=t["act"],
-            xpos=t["xpos"],
-            xmat=t["xmat"].view(n, -1, 9),
-            sensordata=t["sensordata"],
-            subtree_angmom=t["subtree_angmom"],
-            site_xpos=t["site_xpos"],
-            site_xmat=t["site_xmat"].view(n, -1, 9),
-            xaxis=t["xaxis"],
-        )
+        self.view = PhysicsView.from_arrays(t, nworld)
         self._tensors = t
         self._steps = 0
         self._graph = None

@@ -9,6 +9,7 @@ serves every backend.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass
 
 import mujoco
@@ -39,6 +40,21 @@ class PhysicsView:
     site_xpos: torch.Tensor
     site_xmat: torch.Tensor
     xaxis: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, torch.Tensor], nworld: int) -> PhysicsView:
+        """Views of a backend's per-world arrays, with per-object vectors as ``(N, n, 3)``
+        and rotation matrices as ``(N, n, 9)`` whatever layout the backend keeps."""
+        vectors, matrices = ("xpos", "subtree_angmom", "site_xpos", "xaxis"), ("xmat", "site_xmat")
+        views = {}
+        for field in dataclasses.fields(cls):
+            array = arrays[field.name]
+            if field.name in vectors:
+                array = array.view(nworld, -1, 3)
+            elif field.name in matrices:
+                array = array.view(nworld, -1, 9)
+            views[field.name] = array
+        return cls(**views)
 
 
 def sensor_slice(model: mujoco.MjModel, name: str) -> slice:

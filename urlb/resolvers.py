@@ -1,0 +1,22 @@
+"""OmegaConf resolvers the configs use (kept free of heavy imports, so that a config
+error is reported before torch and MuJoCo load)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def snapshot_tag(spec) -> str:
+    """A folder-safe name for a snapshot spec: ``2M`` stays, a path becomes its stem."""
+    if spec is None:
+        return "scratch"
+    text = str(spec)
+    return Path(text).stem if ("/" in text or text.endswith(".pt")) else re.sub(r"[^\w.-]", "_", text)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("tag"):
+        OmegaConf.register_new_resolver("tag", snapshot_tag)
