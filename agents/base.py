@@ -20,7 +20,10 @@ One online run (``urlb.runner.OnlineRunner``) calls an agent like this::
 
 Families fit it as follows:
 
-* online actor-critic agents (DDPG, SAC) use an empty ``state``;
+* online actor-critic agents are a backbone (``agents/ddpg.py``, ``agents/sac.py``: the
+  only full actor-critic updates) that *has* an optional :class:`RewardModel`: exploration
+  and skill-discovery agents are reward models (their intrinsic reward, its update and
+  their skill hooks), so one reward model runs on either backbone, chosen by config;
 * skill agents keep a skill per world in ``state["skill"]``, resample it in ``observe``,
   store it through ``replay_extras`` and pick one at finetune time in ``init_from``;
 * recurrent agents (world models, decision transformers) keep their carried latent in
@@ -46,27 +49,71 @@ from tensordict import TensorDict
 from torch import nn
 
 
-class Agent(nn.Module, abc.ABC):
-    """Base class: a torch module with the hooks the runner calls (see module docstring)."""
+class RewardModel(nn.Module):
+    """An intrinsic reward, the model it is computed from, and (for skill agents) the
+    skill each world pursues. Subclasses override what they need; the defaults are a
+    skill-free model with no parameters.
 
-    def __init__(self, obs_dim: int, action_dim: int):
+    Attributes:
+        skill_dim: size of the skill appended to the policy's and critic's input (0: none).
+    """
+
+    skill_dim: int = 0
+
+    def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
+        """The pretraining reward ``(B,)`` of a replay batch (n-step: ``observation`` and
+        ``next_observation`` are n steps apart, as in URLB)."""
+        raise TypeError(f"{type(self).__name__} must define intrinsic_reward")
+
+    def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        """One step of the reward model's own training; returns metrics."""
+        return {}
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}
+
+    def init_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
+        """Per-world carried values at the start of a run (e.g. ``{"skill": (N, skill_dim)}``)."""
+        return {}
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """Carried values after an env step (resample skills on schedule or where done)."""
+        return state
+
+    def finetune(self) -> None:
+        """Switch to finetuning (e.g. fix how skills are chosen); called by ``init_from``."""
+
+
+class Agent(nn.Module, abc.ABC):
+    """Base class: a torch module with the hooks the runner calls (see module docstring).
+
+    Args:
+        obs_dim, action_dim: env sizes.
+        reward_model: a callable ``(obs_dim=, action_dim=) -> RewardModel`` (a Hydra
+            partial in the configs), or None for the plain backbone.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, reward_model=None):
         super().__init__()
         self.obs_dim = obs_dim
         self.action_dim = action_dim
         self.task_index: int | None = None
+        self.reward_model = reward_model(obs_dim=obs_dim, action_dim=action_dim) if reward_model else None
+        self.skill_dim = self.reward_model.skill_dim if self.reward_model is not None else 0
 
     # -- carried state ----------------------------------------------------------------------
     def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
         """Per-world carried state at the start of a run (empty for memoryless agents)."""
-        return TensorDict({}, batch_size=[num_envs], device=device)
+        values = self.reward_model.init_state(num_envs, device) if self.reward_model is not None else {}
+        return TensorDict(values, batch_size=[num_envs], device=device)
 
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
         """The carried state after an env step (``step_output`` is ``env.step``'s TensorDict)."""
-        return state
+        return self.reward_model.observe(state, step_output) if self.reward_model is not None else state
 
     def replay_extras(self, state: TensorDict) -> dict[str, torch.Tensor]:
-        """Per-world values stored with each transition (e.g. the skill)."""
-        return {}
+        """Per-world values stored with each transition (the skill, for skill agents)."""
+        return {"skill": state["skill"]} if self.skill_dim else {}
 
     # -- acting and learning -------------------------------------------------------------------
     @abc.abstractmethod
@@ -92,9 +139,9 @@ class Agent(nn.Module, abc.ABC):
         return metrics
 
     def inputs(self, observation: torch.Tensor, carrier: TensorDict) -> torch.Tensor:
-        """Network input from an observation and its carried state or replay batch (skill
-        agents append the skill here)."""
-        return observation
+        """Network input from an observation and its carried state or replay batch: the
+        skill is appended for skill agents."""
+        return torch.cat([observation, carrier["skill"]], dim=-1) if self.skill_dim else observation
 
     def update_critic(
         self, observation, action, reward, discount, next_observation
@@ -109,12 +156,15 @@ class Agent(nn.Module, abc.ABC):
         self.task_index = task_index
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
-        """Reward-free pretraining signal ``(B,)``; the plain backbones have none (zeros)."""
-        return torch.zeros(batch.batch_size[0], device=batch.device)
+        """Reward-free pretraining signal ``(B,)``: the reward model's, or zeros for a plain
+        backbone (which then learns nothing task-specific while pretraining)."""
+        if self.reward_model is None:
+            return torch.zeros(batch.batch_size[0], device=batch.device)
+        return self.reward_model.intrinsic_reward(batch)
 
     def update_reward_model(self, batch: TensorDict) -> dict[str, torch.Tensor]:
         """Train whatever ``intrinsic_reward`` is computed from (pretraining only)."""
-        return {}
+        return self.reward_model.update(batch) if self.reward_model is not None else {}
 
     def reward(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The reward an update trains on, and metrics about it."""
@@ -131,13 +181,18 @@ class Agent(nn.Module, abc.ABC):
 
     def training_state(self) -> dict:
         """Everything an update reads: module weights plus optimiser states."""
-        optimisers = {name: opt.state_dict() for name, opt in self.optimisers().items()}
+        optimisers = {name: opt.state_dict() for name, opt in self.all_optimisers().items()}
         return {"modules": self.state_dict(), "optimisers": optimisers}
 
     def load_training_state(self, state: dict) -> None:
         self.load_state_dict(state["modules"])
-        for name, opt in self.optimisers().items():
+        for name, opt in self.all_optimisers().items():
             opt.load_state_dict(state["optimisers"][name])
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        """The backbone's optimisers, by name."""
         return {}
+
+    def all_optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        extra = self.reward_model.optimisers() if self.reward_model is not None else {}
+        return {**self.optimisers(), **{f"reward_model.{k}": v for k, v in extra.items()}}

@@ -10,6 +10,7 @@ exploration noise, n-step returns.
 
 Transfer to finetuning (``init_from``): the actor, and the critic trunk when
 ``init_critic`` (URLB's default); the Q heads, target critic and optimisers start fresh.
+A reward model (exploration or skill agents, ``agents/base.py``) rides on this backbone.
 """
 
 from __future__ import annotations
@@ -54,11 +55,15 @@ def critic_step(agent, observation, action, target) -> dict[str, torch.Tensor]:
 
 
 def transfer_actor_critic(agent, pretrained) -> None:
-    """URLB's transfer: the actor, and the critic trunk when ``agent.init_critic``."""
+    """URLB's transfer: the actor, and the critic trunk when ``agent.init_critic``; a reward
+    model (its skills) is copied and switched to finetuning."""
     hard_update(agent.actor, pretrained.actor)
     if agent.init_critic:
         hard_update(agent.critic.trunk, pretrained.critic.trunk)
         hard_update(agent.critic_target.trunk, pretrained.critic.trunk)
+    if agent.reward_model is not None:
+        hard_update(agent.reward_model, pretrained.reward_model)
+        agent.reward_model.finetune()
 
 
 @contextlib.contextmanager
@@ -123,15 +128,14 @@ class DDPGAgent(Agent):
         stddev_clip: float = 0.3,
         critic_target_tau: float = 0.01,
         init_critic: bool = True,
-        skill_dim: int = 0,
+        reward_model=None,
     ):
-        super().__init__(obs_dim, action_dim)
+        super().__init__(obs_dim, action_dim, reward_model)
         self.batch_size = batch_size
         self.stddev, self.stddev_clip = stddev, stddev_clip
         self.critic_target_tau = critic_target_tau
         self.init_critic = init_critic
-        self.skill_dim = skill_dim
-        input_dim = obs_dim + skill_dim
+        input_dim = obs_dim + self.skill_dim
         self.actor = DeterministicActor(input_dim, action_dim, hidden_dim)
         self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

@@ -75,15 +75,14 @@ class SACAgent(Agent):
         init_temperature: float = 0.1,
         target_entropy: float | None = None,
         init_critic: bool = True,
-        skill_dim: int = 0,
+        reward_model=None,
     ):
-        super().__init__(obs_dim, action_dim)
+        super().__init__(obs_dim, action_dim, reward_model)
         self.batch_size = batch_size
         self.critic_target_tau = critic_target_tau
         self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
         self.init_critic = init_critic
-        self.skill_dim = skill_dim
-        input_dim = obs_dim + skill_dim
+        input_dim = obs_dim + self.skill_dim
         self.actor = GaussianActor(input_dim, action_dim, hidden_dim)
         self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)

@@ -34,7 +34,7 @@ from envs.domains.base import Domain
 
 class BatchedEnv:
     def __init__(self, domain: Domain, backend: Backend, num_envs: int, seed: int = 0):
-        self.domain = domain
+        self.domain = domain.to(backend.device)
         self.backend = backend
         self.num_envs = num_envs
         self.device = backend.device

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from agents.base import RewardModel
 from agents.ddpg import critic_loss, td_target
 from agents.sac import soft_td_target, temperature_loss
 from urlb.nets import TruncatedNormal, gaussian_log_prob_tanh, soft_update
@@ -82,3 +83,46 @@ def test_soft_update_is_polyak():
 def test_log_prob_is_finite_at_saturation():
     value = gaussian_log_prob_tanh(torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([[30.0]]))
     assert math.isfinite(value.item())
+
+
+class CountingSkills(RewardModel):
+    """A minimal skill reward model: a fixed skill per world, reward = skill[0]."""
+
+    skill_dim = 2
+
+    def __init__(self, obs_dim, action_dim):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+        self.opt = torch.optim.SGD([self.scale], lr=0.1)
+        self.finetuning = False
+
+    def init_state(self, num_envs, device):
+        return {"skill": torch.tensor([[1.0, 0.0]]).repeat(num_envs, 1)}
+
+    def intrinsic_reward(self, batch):
+        return batch["skill"][:, 0] * self.scale.detach()
+
+    def optimisers(self):
+        return {"scale": self.opt}
+
+    def finetune(self):
+        self.finetuning = True
+
+
+def test_reward_model_composes_with_both_backbones():
+    from tensordict import TensorDict
+
+    from agents.ddpg import DDPGAgent
+    from agents.sac import SACAgent
+
+    for backbone in (DDPGAgent, SACAgent):
+        agent = backbone(5, 2, hidden_dim=8, batch_size=4, reward_model=CountingSkills)
+        state = agent.init_state(3)
+        assert agent.act(torch.zeros(3, 5), state, explore=False).shape == (3, 2)  # 5 + 2 skill inputs
+        assert agent.replay_extras(state)["skill"].shape == (3, 2)
+        batch = TensorDict({"skill": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}, batch_size=[2])
+        torch.testing.assert_close(agent.intrinsic_reward(batch), torch.tensor([1.0, 0.0]))
+        assert "reward_model.scale" in agent.all_optimisers()
+        fresh = backbone(5, 2, hidden_dim=8, batch_size=4, reward_model=CountingSkills)
+        fresh.init_from(agent)
+        assert fresh.reward_model.finetuning

@@ -96,7 +96,9 @@ def test_replay_with_physics_states_round_trips_as_a_dataset(tmp_path):
     runner.start()
     while runner.frame < 200:
         runner.collect()
-    path = runner.replay.save_dataset(tmp_path / "dataset", {"domain": "walker", "agent": "random", "seed": 0})
+    path = runner.replay.save_dataset(
+        tmp_path / "dataset", {"domain": "walker", "agent": "random", "seed": 0}
+    )
     arrays, meta = read_dataset(path)
     assert meta["domain"] == "walker" and meta["transitions"] == 200
     assert arrays["qpos"].shape == (200, 9) and arrays["act"].shape == (200, 0)

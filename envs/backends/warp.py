@@ -97,8 +97,17 @@ class WarpBackend:
         self._steps = 0
         self._graph = None
         self._use_graph = graph
-        with wp.ScopedDevice(wp_device):
+        with self._scope():
             mjw.forward(self.m, self.d)
+
+    def _scope(self):
+        """Where Warp launches go: on CUDA, torch's current stream, so that Warp's kernels
+        are ordered after the torch writes into its arrays (ctrl, state) and before torch
+        reads the results; on the CPU, the CPU device."""
+        wp = self._wp
+        if self.device.type == "cuda":
+            return wp.ScopedStream(wp.stream_from_torch(torch.cuda.current_stream(self.device)))
+        return wp.ScopedDevice(self._wp_device)
 
     # -- stepping -------------------------------------------------------------------------
     def _refresh(self) -> None:
@@ -117,7 +126,7 @@ class WarpBackend:
     def step(self, ctrl: torch.Tensor) -> None:
         wp = self._wp
         self._tensors["ctrl"].copy_(ctrl)
-        with wp.ScopedDevice(self._wp_device):
+        with self._scope():
             if not self._use_graph:
                 self._physics_step()
             else:
@@ -131,14 +140,8 @@ class WarpBackend:
             self.check_overflow()
 
     def _capture(self) -> None:
-        wp = self._wp
-        if self.device.type == "cuda":
-            stream = wp.stream_from_torch(torch.cuda.current_stream(self.device))
-            with wp.ScopedStream(stream), wp.ScopedCapture() as capture:
-                self._physics_step()
-        else:
-            with wp.ScopedCapture() as capture:
-                self._physics_step()
+        with self._wp.ScopedCapture() as capture:  # on the stream or device of the enclosing _scope
+            self._physics_step()
         self._graph = capture.graph
 
     def check_overflow(self) -> None:
@@ -165,7 +168,7 @@ class WarpBackend:
         # their last substep. Their state is untouched by a forward pass.
         sensordata = self._tensors["sensordata"]
         keep = sensordata.clone()
-        with self._wp.ScopedDevice(self._wp_device):
+        with self._scope():
             self._mjw.forward(self.m, self.d)
         mask = torch.ones(sensordata.shape[0], dtype=torch.bool, device=self.device)
         mask[ids] = False

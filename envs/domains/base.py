@@ -114,6 +114,14 @@ class Domain(abc.ABC):
         self.action_low = torch.as_tensor(lo, dtype=torch.float32)
         self.action_high = torch.as_tensor(hi, dtype=torch.float32)
 
+    def to(self, device: torch.device) -> Domain:
+        """Move the domain's index and constant tensors to ``device`` (once, so that
+        observations and rewards never copy them to the GPU step by step)."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
     @abc.abstractmethod
     def make_model(self, task: str | None) -> mujoco.MjModel:
         """The compiled MuJoCo model that ``task`` (or reward-free pretraining) uses."""

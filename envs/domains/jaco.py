@@ -115,6 +115,9 @@ class Jaco(Domain):
         self.arm_qpos = np.array([m.jnt_qposadr[j] for j in arm_joints])
         self.arm_qvel = torch.tensor([int(m.jnt_dofadr[j]) for j in arm_joints])
         self.finger_qpos = np.array([m.jnt_qposadr[j] for j in finger_joints])
+        # torch copies of the qpos indices, for the observation (moved with the domain)
+        self.arm_qpos_index = torch.as_tensor(self.arm_qpos)
+        self.finger_qpos_index = torch.as_tensor(self.finger_qpos)
         self.finger_qvel = torch.tensor([int(m.jnt_dofadr[j]) for j in finger_joints])
         self.finger_ctrl = np.array([m.actuator(f"jaco_arm/jaco_hand/finger_{i}").id for i in (1, 2, 3)])
         # Torque sensors are 3-axis at each joint's site; the observation is the component
@@ -168,7 +171,7 @@ class Jaco(Domain):
     def observation(self, view: PhysicsView) -> torch.Tensor:
         qpos, qvel, sd = view.qpos, view.qvel, view.sensordata
         n = qpos.shape[0]
-        arm = qpos[:, self.arm_qpos]
+        arm = qpos[:, self.arm_qpos_index]
         joints_pos = torch.stack([torch.sin(arm), torch.cos(arm)], dim=2).reshape(n, 12)
         torque = (sd[:, self.torque_cols] * self.joint_axis.to(sd)).sum(dim=2)
         joints_torque = torch.sign(torque) * torch.log1p(torque.abs())
@@ -177,7 +180,7 @@ class Jaco(Domain):
                 joints_pos,
                 joints_torque,
                 qvel[:, self.arm_qvel],
-                qpos[:, self.finger_qpos],
+                qpos[:, self.finger_qpos_index],
                 qvel[:, self.finger_qvel],
                 view.site_xpos[:, self.pinch],
                 view.site_xmat[:, self.pinch],
