@@ -35,7 +35,7 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("agent", ["ddpg", "sac"])
+@pytest.mark.parametrize("agent", ["ddpg", "sac", "diayn"])
 def test_pretrain_then_finetune(agent, tmp_path):
     snapshots, pre, fine = tmp_path / "snapshots", tmp_path / "pre", tmp_path / "fine"
     entry("pretrain.py", f"agent={agent}", "env=walker", f"snapshot_root={snapshots}", f"run_dir={pre}")
@@ -117,7 +117,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert [r["return"] for r in resumed] == [r["return"] for r in reference]
 
 
-@pytest.mark.parametrize("agent", ["ddpg", "sac"])
+@pytest.mark.parametrize("agent", ["ddpg", "sac", "diayn", "diayn_paper"])
 @pytest.mark.parametrize("env", ["walker", "quadruped", "jaco"])
 @pytest.mark.parametrize("preset", ["urlb", "small", "debug"])
 def test_every_config_composes_and_instantiates(agent, env, preset):

@@ -1,0 +1,95 @@
+"""DIAYN: "Diversity is All You Need" (Eysenbach et al., ICLR 2019), as a reward model.
+
+    r(s', z) = log q(z | s') - log p(z),   p(z) uniform over K one-hot skills,
+
+with the discriminator q trained by cross-entropy to recognise the skill from the next
+state. Two published variants, as configs over the same code:
+
+* ``agent=diayn`` is URLB's (Laskin et al. 2021): DDPG backbone, 16 skills, a new random
+  skill every 50 env steps, discriminator obs -> H -> H -> K (ReLU), Adam 1e-4;
+* ``agent=diayn_paper`` is the paper's: SAC (temperature 0.1), 50 skills, one skill per
+  episode.
+
+Skills are per world, carried in the agent's state and stored in replay. Finetuning skill
+rule (URLB's): skills keep being drawn at random on the pretraining schedule (URLB's
+finetune loop calls the same ``update_meta``); the policy thus finetunes across skills.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.base import RewardModel
+from urlb.nets import mlp, optimise, orthogonal_init
+
+
+def diayn_reward(logits: torch.Tensor, skill_index: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)[z] - log(1 / K)`` for logits ``(B, K)`` and skills ``(B,)``."""
+    if logits.ndim != 2 or skill_index.shape != logits.shape[:1]:
+        raise ValueError(f"diayn_reward: logits {tuple(logits.shape)}, skills {tuple(skill_index.shape)}")
+    log_q = torch.log_softmax(logits, dim=1).gather(1, skill_index[:, None]).squeeze(1)
+    return log_q - math.log(1.0 / logits.shape[1])
+
+
+def discriminator_loss(logits: torch.Tensor, skill_index: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the discriminator on the true skills."""
+    return nn.functional.cross_entropy(logits, skill_index)
+
+
+def random_skills(num: int, skill_dim: int, device) -> torch.Tensor:
+    """``num`` uniformly drawn one-hot skills ``(num, skill_dim)``."""
+    index = torch.randint(skill_dim, (num,), device=device)
+    return nn.functional.one_hot(index, skill_dim).float()
+
+
+class DIAYN(RewardModel):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        skill_dim: int = 16,
+        hidden_dim: int = 1024,
+        lr: float = 1e-4,
+        update_skill_every_step: int = 50,
+        scale: float = 1.0,
+    ):
+        """``update_skill_every_step``: env steps between skill draws (0: once per episode)."""
+        super().__init__()
+        self.skill_dim = skill_dim
+        self.update_skill_every_step = update_skill_every_step
+        self.scale = scale
+        self.discriminator = mlp(obs_dim, hidden_dim, skill_dim)
+        self.discriminator.apply(orthogonal_init)
+        self.optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=lr)
+
+    def optimisers(self):
+        return {"discriminator": self.optimiser}
+
+    def init_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
+        return {"skill": random_skills(num_envs, self.skill_dim, device)}
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """Draw new skills where an episode ended or the schedule says so."""
+        resample = step_output["done"]
+        if self.update_skill_every_step > 0:
+            resample = resample | (step_output["step_count"] % self.update_skill_every_step == 0)
+        fresh = random_skills(state.batch_size[0], self.skill_dim, state["skill"].device)
+        state["skill"] = torch.where(resample[:, None], fresh, state["skill"])
+        return state
+
+    def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.discriminator(batch["next_observation"])
+        return self.scale * diayn_reward(logits, batch["skill"].argmax(dim=1))
+
+    def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        logits = self.discriminator(batch["next_observation"])
+        skill = batch["skill"].argmax(dim=1)
+        loss = discriminator_loss(logits, skill)
+        optimise(self.optimiser, loss)
+        accuracy = (logits.argmax(dim=1) == skill).float().mean()
+        return {"diayn_loss": loss.detach(), "diayn_accuracy": accuracy}
