@@ -148,6 +148,9 @@ def test_set_physics_state_needs_qpos_qvel_act():
     env.reset()
     with pytest.raises(KeyError, match="qvel"):
         env.set_physics_state({"qpos": torch.zeros(2, 9), "act": torch.zeros(2, 0)})
+    state = {"qpos": torch.zeros(2, 9), "qvel": torch.zeros(2, 9), "act": torch.zeros(2, 0)}
+    with pytest.raises(KeyError, match="unknown physics state field 'warmstart'"):
+        env.set_physics_state({**state, "warmstart": torch.zeros(2, 9)})
 
 
 # -- reset distributions ----------------------------------------------------------------------

@@ -7,11 +7,24 @@ Every backend implements the same small protocol (:class:`Backend`); domain code
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import torch
 
 from envs.domains.base import PhysicsView
+
+# The physics state a backend reads and writes per world (``get_state`` / ``set_state``).
+STATE_KEYS = ("qpos", "qvel", "act", "qacc_warmstart", "time")
+# Every array a backend exposes as a torch tensor: the state, the controls and the view.
+BOUND_FIELDS = tuple(dict.fromkeys((*STATE_KEYS, "ctrl", *(f.name for f in dataclasses.fields(PhysicsView)))))
+
+
+def check_state_keys(state: dict) -> None:
+    """Refuse a physics-state field no backend knows (a typo would otherwise be ignored)."""
+    for key in state:
+        if key not in STATE_KEYS:
+            raise KeyError(f"unknown physics state field {key!r}; known: {', '.join(STATE_KEYS)}")
 
 
 class Backend(Protocol):

@@ -15,9 +15,8 @@ import mujoco
 import mujoco.batch
 import torch
 
+from envs.backends import BOUND_FIELDS, STATE_KEYS, check_state_keys
 from envs.domains.base import PhysicsView
-
-STATE_KEYS = ("qpos", "qvel", "act", "qacc_warmstart", "time")
 
 
 class CpuBackend:
@@ -30,20 +29,7 @@ class CpuBackend:
         nthread = nthread or min(os.cpu_count() or 1, nworld)
         self.batch = mujoco.batch.Batch(model, nworld, nthread=nthread, persistent=True)
         self.batch.reset()
-        self._arrays = {
-            name: self.batch.bind(name)
-            for name in (
-                *STATE_KEYS,
-                "ctrl",
-                "xpos",
-                "xmat",
-                "sensordata",
-                "subtree_angmom",
-                "site_xpos",
-                "site_xmat",
-                "xaxis",
-            )
-        }
+        self._arrays = {name: self.batch.bind(name) for name in BOUND_FIELDS}
         with warnings.catch_warnings():
             # Derived fields are read-only outputs of the batch; only state fields (which
             # are writable views of the state rows) are ever written through these tensors.
@@ -58,13 +44,11 @@ class CpuBackend:
         self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_VEL)
 
     def set_state(self, ids: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        check_state_keys(state)
         rows = ids.cpu().numpy()
         for key, value in state.items():
-            if key not in STATE_KEYS:
-                raise KeyError(f"unknown physics state field {key!r}; known: {', '.join(STATE_KEYS)}")
-            self._tensors[key][ids] = (
-                value.to(torch.float64).reshape(len(rows), -1).reshape(self._tensors[key][ids].shape)
-            )
+            target = self._tensors[key]
+            target[ids] = value.to(torch.float64).reshape(target[ids].shape)
         self.batch.forward(rows)
 
     def get_state(self) -> dict[str, torch.Tensor]:

@@ -22,9 +22,9 @@ from pathlib import Path
 import mujoco
 import torch
 
+from envs.backends import BOUND_FIELDS, STATE_KEYS, check_state_keys
 from envs.domains.base import PhysicsView
 
-STATE_KEYS = ("qpos", "qvel", "act", "qacc_warmstart", "time")
 # Contact and constraint-row buffers per world. Measured worst cases under random
 # actions (C MuJoCo, 20k steps): walker 6 contacts / 24 rows, quadruped 8 / 36, jaco
 # (elliptic cones) well under these; an overflow raises instead of dropping contacts.
@@ -77,21 +77,7 @@ class WarpBackend:
                 model, nworld=nworld, nconmax=nconmax or default_con, njmax=njmax or default_j
             )
         self._wp_device = wp_device
-        t = {
-            name: wp.to_torch(getattr(self.d, name))
-            for name in (
-                *STATE_KEYS,
-                "ctrl",
-                "xpos",
-                "xmat",
-                "sensordata",
-                "subtree_angmom",
-                "site_xpos",
-                "site_xmat",
-                "xaxis",
-                "overflow",
-            )
-        }
+        t = {name: wp.to_torch(getattr(self.d, name)) for name in (*BOUND_FIELDS, "overflow")}
         self.view = PhysicsView.from_arrays(t, nworld)
         self._tensors = t
         self._steps = 0
@@ -156,10 +142,9 @@ class WarpBackend:
 
     # -- state ----------------------------------------------------------------------------
     def set_state(self, ids: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        check_state_keys(state)
         ids = ids.to(self.device)
         for key, value in state.items():
-            if key not in STATE_KEYS:
-                raise KeyError(f"unknown physics state field {key!r}; known: {', '.join(STATE_KEYS)}")
             target = self._tensors[key]
             target[ids] = value.to(device=self.device, dtype=target.dtype).reshape(target[ids].shape)
         self._tensors["overflow"][ids] = 0
