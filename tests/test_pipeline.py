@@ -64,6 +64,25 @@ def test_pretrain_then_finetune(agent, tmp_path):
     assert record["normalised_score"] == pytest.approx(record["return"] / 971.0)
 
 
+def test_pretraining_replay_is_written_as_a_dataset(tmp_path):
+    from urlb.datasets import read_dataset
+
+    run_dir = tmp_path / "pre"
+    entry(
+        "pretrain.py",
+        "env=jaco",
+        "protocol.pretrain_frames=500",
+        "protocol.snapshot_frames=[]",
+        "save_dataset=true",
+        f"snapshot_root={tmp_path / 's'}",
+        f"run_dir={run_dir}",
+    )
+    arrays, meta = read_dataset(run_dir / "dataset")
+    assert meta["domain"] == "jaco" and meta["agent"] == "ddpg" and meta["frames"] == 500
+    assert arrays["observation"].shape == (500, 55) and arrays["qpos"].shape == (500, 16)
+    assert arrays["task_reward"].shape == (500, 4)
+
+
 def test_missing_snapshot_says_where_it_looked(tmp_path):
     result = entry(
         "finetune.py",

@@ -126,8 +126,19 @@ def pretrain(cfg: DictConfig) -> dict:
         record,
         task=None,
         write_snapshot=write_snapshot,
+        store_physics=cfg.save_dataset,
     )
-    return run(runner, cfg, run_dir, total, "pretrain")
+    result = run(runner, cfg, run_dir, total, "pretrain")
+    if cfg.save_dataset:
+        meta = {
+            "domain": domain,
+            "agent": name,
+            "frames": runner.frame,
+            "seed": cfg.seed,
+            "source": "pretrain replay",
+        }
+        replay.save_dataset(run_dir / "dataset", meta)
+    return result
 
 
 def load_pretrained(cfg: DictConfig, name: str, domain: str, env):
