@@ -56,9 +56,12 @@ class RewardModel(nn.Module):
 
     Attributes:
         skill_dim: size of the skill appended to the policy's and critic's input (0: none).
+        nstep: the transition length the intrinsic reward is defined on, which pretraining's
+            replay then uses whatever the preset says (METRA: 1), or None for the protocol's.
     """
 
     skill_dim: int = 0
+    nstep: int | None = None
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         """The pretraining reward ``(B,)`` of a replay batch (n-step: ``observation`` and
@@ -82,6 +85,98 @@ class RewardModel(nn.Module):
 
     def finetune(self) -> None:
         """Switch to finetuning (e.g. fix how skills are chosen); called by ``init_from``."""
+
+
+class SkillModel(RewardModel):
+    """A reward model whose worlds each pursue a skill: the shared skill bookkeeping of
+    the skill-discovery agents (DIAYN, METRA, ...), which override :meth:`sample_skills`
+    and their reward and update.
+
+    Skills are drawn per world at the start, then again where an episode ended and,
+    when ``update_skill_every_step > 0``, every that many env steps of the episode.
+    At finetune time a model may instead pursue one fixed skill (:meth:`fix_skill`,
+    saved with the weights): the rule that picks it lives with the finetune loop
+    (``urlb.skills.select_skill``) and the candidates with the model
+    (:meth:`finetune_candidates`).
+
+    Args:
+        skill_dim: size of a skill vector.
+        update_skill_every_step: env steps between draws within an episode (0: one skill
+            per episode).
+        position_input: the model's own networks (discriminator, representation) see the
+            agent's global position (``Domain.position``) next to the observation, as
+            state-based skill papers give their networks the full state; the policy's
+            input stays the observation.
+    """
+
+    def __init__(self, skill_dim: int, update_skill_every_step: int = 0, position_input: bool = False):
+        super().__init__()
+        if skill_dim < 1 or update_skill_every_step < 0:
+            raise ValueError(
+                f"skill_dim must be >= 1 and update_skill_every_step >= 0; got "
+                f"{skill_dim}, {update_skill_every_step}"
+            )
+        self.skill_dim = skill_dim
+        self.update_skill_every_step = update_skill_every_step
+        self.position_input = position_input
+        self.register_buffer("fixed_skill", torch.zeros(skill_dim))
+        self.register_buffer("skill_is_fixed", torch.zeros((), dtype=torch.bool))
+        self._fixed = False  # host mirror of skill_is_fixed: observe() must not sync
+        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_fixed())
+
+    def _sync_fixed(self) -> None:
+        self._fixed = bool(self.skill_is_fixed)
+
+    @abc.abstractmethod
+    def sample_skills(self, num: int, device) -> torch.Tensor:
+        """``num`` skills ``(num, skill_dim)`` from the skill prior."""
+
+    def evaluation_skills(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` skills for deterministic rollouts (coverage, pictures, videos). This
+        default suits one-hot skills: each of the K skills in turn, ``count // K`` times
+        plus one for the first ``count % K`` (METRA's allocation); continuous skill models
+        draw from ``generator``."""
+        index = (torch.arange(count) % self.skill_dim).sort().values
+        return nn.functional.one_hot(index, self.skill_dim).float().to(self.fixed_skill.device)
+
+    def finetune_candidates(self, count: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Skills to choose the finetuning skill from, or None to keep drawing skills on
+        the pretraining schedule while finetuning (URLB's rule for DIAYN)."""
+        return None
+
+    def fix_skill(self, skill: torch.Tensor) -> None:
+        """Pursue ``skill`` in every world from now on (finetuning)."""
+        self.fixed_skill.copy_(skill.reshape(self.skill_dim))
+        self.skill_is_fixed.fill_(True)
+        self._fixed = True
+
+    def draw(self, num: int, device) -> torch.Tensor:
+        if self._fixed:
+            return self.fixed_skill.to(device).expand(num, -1).clone()
+        return self.sample_skills(num, device)
+
+    def init_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
+        return {"skill": self.draw(num_envs, device)}
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """Draw new skills where an episode ended or the schedule says so."""
+        if self._fixed:
+            return state
+        resample = step_output["done"]
+        if self.update_skill_every_step > 0:
+            resample = resample | (step_output["step_count"] % self.update_skill_every_step == 0)
+        fresh = self.sample_skills(state.batch_size[0], state["skill"].device)
+        state["skill"] = torch.where(resample[:, None], fresh, state["skill"])
+        return state
+
+    def features(self, batch: TensorDict, which: str = "next_") -> torch.Tensor:
+        """What the model's networks read of a batch: ``observation`` (``which=""``) or
+        ``next_observation`` (``"next_"``), with the matching position if
+        ``position_input``."""
+        observation = batch[f"{which}observation"]
+        if not self.position_input:
+            return observation
+        return torch.cat([observation, batch[f"{which}position"]], dim=-1)
 
 
 class Agent(nn.Module, abc.ABC):

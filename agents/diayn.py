@@ -23,7 +23,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from agents.base import RewardModel
+from agents.base import SkillModel
 from urlb.nets import mlp, optimise, orthogonal_init
 
 
@@ -46,7 +46,7 @@ def random_skills(num: int, skill_dim: int, device) -> torch.Tensor:
     return nn.functional.one_hot(index, skill_dim).float()
 
 
-class DIAYN(RewardModel):
+class DIAYN(SkillModel):
     def __init__(
         self,
         obs_dim: int,
@@ -56,38 +56,30 @@ class DIAYN(RewardModel):
         lr: float = 1e-4,
         update_skill_every_step: int = 50,
         scale: float = 1.0,
+        position_input: bool = False,
     ):
-        """``update_skill_every_step``: env steps between skill draws (0: once per episode)."""
-        super().__init__()
-        self.skill_dim = skill_dim
-        self.update_skill_every_step = update_skill_every_step
+        """``update_skill_every_step``: env steps between skill draws (0: once per episode);
+        ``position_input``: the discriminator also sees the global position (the paper's
+        "x-y prior" experiments give it only that; URLB gives it the observation)."""
+        super().__init__(skill_dim, update_skill_every_step, position_input)
         self.scale = scale
-        self.discriminator = mlp(obs_dim, hidden_dim, skill_dim)
+        self.discriminator = mlp(obs_dim + 2 * position_input, hidden_dim, skill_dim)
         self.discriminator.apply(orthogonal_init)
         self.optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=lr)
 
     def optimisers(self):
         return {"discriminator": self.optimiser}
 
-    def init_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
-        return {"skill": random_skills(num_envs, self.skill_dim, device)}
-
-    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
-        """Draw new skills where an episode ended or the schedule says so."""
-        resample = step_output["done"]
-        if self.update_skill_every_step > 0:
-            resample = resample | (step_output["step_count"] % self.update_skill_every_step == 0)
-        fresh = random_skills(state.batch_size[0], self.skill_dim, state["skill"].device)
-        state["skill"] = torch.where(resample[:, None], fresh, state["skill"])
-        return state
+    def sample_skills(self, num: int, device) -> torch.Tensor:
+        return random_skills(num, self.skill_dim, device)
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         with torch.no_grad():
-            logits = self.discriminator(batch["next_observation"])
+            logits = self.discriminator(self.features(batch))
         return self.scale * diayn_reward(logits, batch["skill"].argmax(dim=1))
 
     def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        logits = self.discriminator(batch["next_observation"])
+        logits = self.discriminator(self.features(batch))
         skill = batch["skill"].argmax(dim=1)
         loss = discriminator_loss(logits, skill)
         optimise(self.optimiser, loss)

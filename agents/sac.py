@@ -2,7 +2,8 @@
 
 Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018. Tanh-squashed
 Gaussian policy, twin Q heads with a Polyak-averaged target, temperature learned so that
-the policy's entropy tracks ``target_entropy`` (default ``-action_dim``).
+the policy's entropy tracks ``target_entropy`` (default ``-target_entropy_scale * action_dim``,
+the scale 1 in Haarnoja et al. and 0.5 in METRA's code).
 
     Q_i(s_t, a_t) <- sum_{k<n} g^k r_{t+k} + g^n (min_i Q'_i(s', a') - alpha log pi(a'|s')),  a' ~ pi(s')
     actor: min  E[alpha log pi(a|s) - min_i Q_i(s, a)];  alpha: min  -alpha (log pi + target_entropy)
@@ -74,13 +75,17 @@ class SACAgent(Agent):
         critic_target_tau: float = 0.005,
         init_temperature: float = 0.1,
         target_entropy: float | None = None,
+        target_entropy_scale: float = 1.0,
         init_critic: bool = True,
         reward_model=None,
     ):
         super().__init__(obs_dim, action_dim, reward_model)
         self.batch_size = batch_size
         self.critic_target_tau = critic_target_tau
-        self.target_entropy = -float(action_dim) if target_entropy is None else target_entropy
+        # Unset: -scale * action_dim (Haarnoja et al.: scale 1; METRA: 0.5).
+        self.target_entropy = (
+            -target_entropy_scale * float(action_dim) if target_entropy is None else target_entropy
+        )
         self.init_critic = init_critic
         input_dim = obs_dim + self.skill_dim
         self.actor = GaussianActor(input_dim, action_dim, hidden_dim)

@@ -14,6 +14,10 @@ and returns a :class:`tensordict.TensorDict` with batch size ``(N,)``:
 ``truncated``        True where the time limit was reached
 ``done``             ``terminated | truncated``
 ``step_count``       env steps taken in the episode the transition belongs to
+``position``         ``(N, 2)`` where the agent is (``Domain.position``: torso x-y, hand
+                     x-y...), matching ``observation``: for skill metrics and skill
+                     representations that see the global position; not observed
+``next_position``    the same, matching ``next_observation``
 ===================  =====================================================================
 
 Worlds whose episode ended are reset inside that same ``step``. Seeding is per world:
@@ -82,7 +86,7 @@ class BatchedEnv:
     def reset(self, seed: int | None = None, ids: torch.Tensor | None = None) -> TensorDict:
         """Start a new episode in worlds ``ids`` (default: every world; reseeding with
         ``seed`` needs all of them). Returns every world's ``observation`` and
-        ``step_count``; rows outside ``ids`` are unchanged."""
+        ``position`` and ``step_count``; rows outside ``ids`` are unchanged."""
         if seed is not None:
             if ids is not None:
                 raise ValueError("reset(seed=...) reseeds every world; call it without ids")
@@ -96,6 +100,7 @@ class BatchedEnv:
         return TensorDict(
             {
                 "observation": self.domain.observation(self.backend.view),
+                "position": self.domain.position(self.backend.view),
                 "step_count": self._step_count.clone(),
             },
             batch_size=[self.num_envs],
@@ -134,6 +139,7 @@ class BatchedEnv:
         self._step_count += 1
         self._host_step_count += 1
         next_obs = self.domain.observation(view)
+        next_position = self.domain.position(view)
         rewards = self.domain.rewards(view)
         task_reward = torch.stack([rewards[t] for t in self.task_names], dim=1)
         reward = (
@@ -143,15 +149,19 @@ class BatchedEnv:
         )
         truncated = self._step_count >= self.episode_steps
         step_count = self._step_count.clone()
-        obs = next_obs
+        obs, position = next_obs, next_position
         ended = np.flatnonzero(self._host_step_count >= self.episode_steps)
         if len(ended):
             self._reset_worlds(torch.as_tensor(ended, device=self.device))
-            obs = torch.where(truncated[:, None], self.domain.observation(self.backend.view), next_obs)
+            view = self.backend.view
+            obs = torch.where(truncated[:, None], self.domain.observation(view), next_obs)
+            position = torch.where(truncated[:, None], self.domain.position(view), next_position)
         return TensorDict(
             {
                 "observation": obs,
                 "next_observation": next_obs,
+                "position": position,
+                "next_position": next_position,
                 "reward": reward,
                 "task_reward": task_reward,
                 "terminated": torch.zeros_like(truncated),
@@ -186,6 +196,7 @@ class BatchedEnv:
         return TensorDict(
             {
                 "observation": self.domain.observation(view)[ids],
+                "position": self.domain.position(view)[ids],
                 "task_reward": torch.stack([rewards[t] for t in self.task_names], dim=1)[ids],
             },
             batch_size=[len(ids)],

@@ -30,3 +30,14 @@ last = rows[-1]
 updates_per_s = float(last["updates"]) / float(last["elapsed_s"])
 print(f"pretrain on CUDA (urlb preset, ddpg, walker): {float(last['fps']):.0f} frames/s, {updates_per_s:.1f} updates/s")
 PY
+# METRA on CUDA with 64 worlds: skills, 1-step replay, the skill evaluator (48 rollouts on
+# the warp backend) and the PNG, with everything on the GPU.
+python3 pretrain.py agent=metra env=quadruped device=cuda backend=warp threads=null \
+  protocol.num_envs=64 protocol.pretrain_frames=64000 protocol.snapshot_frames=[64000] \
+  protocol.eval_every_frames=32000 run_dir=/tmp/urlb_gpu_metra snapshot_root=/tmp/urlb_gpu_snapshots
+python3 - <<'PY'
+import csv, json
+rows = list(csv.DictReader(open("/tmp/urlb_gpu_metra/time.csv")))
+coverage = [json.loads(l) for l in open("/tmp/urlb_gpu_metra/skills/coverage.jsonl")]
+print(f"metra on CUDA (quadruped, 64 worlds): {float(rows[-1]['fps']):.0f} frames/s, coverage {coverage}")
+PY

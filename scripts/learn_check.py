@@ -10,6 +10,7 @@
 
     python scripts/learn_check.py                  # both parts
     python scripts/learn_check.py --skip-learning  # throughput only
+    python scripts/learn_check.py --skip-throughput --agents sac  # one agent's learning only
 """
 
 from __future__ import annotations
@@ -142,10 +143,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--agents", nargs="+", default=["ddpg", "sac"])
     parser.add_argument("--skip-learning", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--run-root", type=Path, default=ROOT / "runs" / "learn_check")
     args = parser.parse_args()
     print(f"# machine: {os.cpu_count()} CPUs, {platform.machine()}, python {platform.python_version()}")
-    for sizes in ((256, 256, 2000), (1024, 1024, 100)):
+    for sizes in () if args.skip_throughput else ((256, 256, 2000), (1024, 1024, 100)):
         r = throughput(*sizes)
         print(
             f"throughput {r['hidden']}/{r['batch']}: loop {r['loop_fps']:.1f} frames/s, update ceiling "

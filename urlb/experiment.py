@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from envs import make_env
@@ -16,6 +17,7 @@ from urlb.checkpoint import find_snapshot, load_snapshot, save_snapshot, snapsho
 from urlb.logging import Logger, write_run_info
 from urlb.replay import ReplayBuffer
 from urlb.runner import OnlineRunner, Schedule
+from urlb.skills import SkillEvaluator, select_skill
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,8 +36,24 @@ def build_agent(agent_cfg, env, device: torch.device):
     return instantiate(agent_cfg, obs_dim=env.obs_dim, action_dim=env.action_dim).to(device)
 
 
+def required_nstep(agent_cfg) -> int | None:
+    """The replay horizon a reward model's intrinsic reward is defined on (METRA: 1, its
+    reward and constraint read consecutive states), or None: the protocol's n-step."""
+    reward_model = agent_cfg.get("reward_model")
+    if not reward_model:
+        return None
+    return get_class(reward_model._target_).nstep
+
+
 def build_parts(cfg: DictConfig, task: str, phase: str):
     """Env, eval env, replay and logger for ``task`` (a task or a domain name)."""
+    nstep = required_nstep(cfg.agent) if phase == "pretrain" else None
+    if nstep is not None and nstep != cfg.replay.nstep:
+        print(
+            f"[{phase}] {agent_name()}: replay.nstep={nstep}, not the preset's {cfg.replay.nstep}: "
+            "its intrinsic reward is defined on transitions of that length"
+        )
+        cfg.replay.nstep = nstep
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -114,6 +132,20 @@ def pretrain(cfg: DictConfig) -> dict:
         "pretrain_frames": total,
         "finetune_frames": None,
     }
+    evaluators = []
+    if agent.skill_dim and cfg.skill_eval.rollouts:
+        evaluators.append(
+            SkillEvaluator(
+                domain,
+                cfg.skill_eval.rollouts,
+                cfg.skill_eval.cell,
+                cfg.skill_eval.steps,
+                backend=cfg.backend,
+                device=env.device,
+                seed=cfg.seed,
+                out_dir=run_dir / "skills",
+            )
+        )
     runner = OnlineRunner(
         env,
         eval_env,
@@ -127,6 +159,7 @@ def pretrain(cfg: DictConfig) -> dict:
         task=None,
         write_snapshot=write_snapshot,
         store_physics=cfg.save_dataset,
+        evaluators=evaluators,
     )
     result = run(runner, cfg, run_dir, total, "pretrain")
     if cfg.save_dataset:
@@ -154,6 +187,48 @@ def load_pretrained(cfg: DictConfig, name: str, domain: str, env):
     return pretrained, snapshot
 
 
+def choose_skill(cfg: DictConfig, agent, task: str, run_dir: Path) -> None:
+    """Fix the finetuning skill of a skill model that picks one (``SkillModel.
+    finetune_candidates``): the candidate whose deterministic rollout of the pretrained
+    policy scores best on ``task`` (``urlb.skills.select_skill``). The choice and every
+    candidate's return go to ``run_dir/skill_selection.json``. Models that keep drawing
+    skills while finetuning (URLB's DIAYN) are left alone."""
+    model = agent.reward_model
+    if model is None or not agent.skill_dim:
+        return
+    candidates = model.finetune_candidates(
+        cfg.skill_selection.candidates, torch.Generator().manual_seed(cfg.seed)
+    )
+    if candidates is None:
+        return
+    env = make_env(
+        task, len(candidates), backend=cfg.backend, device=next(agent.parameters()).device, seed=cfg.seed
+    )
+    skill, returns = select_skill(env, agent, candidates, task, seed=cfg.seed)
+    env.close()
+    model.fix_skill(skill)
+    best = int(returns.argmax())
+    print(
+        f"[finetune] skill {best} of {len(candidates)} candidates: return {float(returns[best]):.1f} "
+        f"on {task} "
+        f"(median candidate {float(returns.median()):.1f})"
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "skill_selection.json").write_text(
+        json.dumps(
+            {
+                "task": task,
+                "rule": "best deterministic one-episode return of the pretrained policy",
+                "chosen": best,
+                "skill": skill.tolist(),
+                "returns": returns.tolist(),
+                "frames_used": len(candidates) * env.episode_steps,
+            },
+            indent=1,
+        )
+    )
+
+
 def finetune(cfg: DictConfig) -> dict:
     """Finetune a snapshot (or train from scratch with ``snapshot=null``) on ``cfg.task``."""
     domain, task = parse_task(cfg.task)
@@ -168,6 +243,7 @@ def finetune(cfg: DictConfig) -> dict:
     if cfg.snapshot is not None:
         pretrained, snapshot = load_pretrained(cfg, name, domain, env)
         agent.init_from(pretrained)
+        choose_skill(cfg, agent, task, run_dir)
         snapshot_frames = snapshot["frames"]
         pretrain_frames = snapshot["config"]["protocol"]["pretrain_frames"]
     record = {

@@ -107,6 +107,12 @@ class Logger:
                 self._writer.add_scalar(f"{namespace}/{key}", value, global_step=frame)
         self._tables[namespace].append(frame, values)
 
+    def image(self, tag: str, rgb, frame: int) -> None:
+        """Write an ``(H, W, 3)`` uint8 image to TensorBoard as ``tag`` at ``frame`` (the
+        caller keeps the file copy; the CSVs hold scalars only)."""
+        if self._writer is not None:
+            self._writer.add_image(tag, rgb, global_step=int(frame), dataformats="HWC")
+
     def progress(
         self, frame: int, extra: Mapping[str, float | torch.Tensor] | None = None, force: bool = False
     ):

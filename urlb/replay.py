@@ -115,8 +115,10 @@ class ReplayBuffer:
             next_observation: ``(N, obs_dim)`` where the transition ended (before any reset).
             task_reward: ``(N, T)`` every task's reward.
             terminated, truncated: ``(N,)`` bool.
-            extras: ``(N, ...)`` values at step ``t`` (skills, physics state); the same keys,
-                shapes and dtypes at every call.
+            extras: ``(N, ...)`` values at step ``t`` (skills, physics state, position); the
+                same keys, shapes and dtypes at every call. A key named ``next_<name>`` holds
+                a value where the transition ended, like ``next_observation``, and is sampled
+                at step ``t+n-1``.
         """
         fields = {
             "observation": observation,
@@ -243,7 +245,8 @@ class ReplayBuffer:
         """``batch_size`` n-step transitions, uniform over the valid starts.
 
         Returns a TensorDict of batch size ``(B,)``: ``observation``, ``action`` and every extra
-        at ``t``; ``next_observation`` of step ``t+n-1``; ``task_reward`` ``(B, T)`` =
+        at ``t``; ``next_observation`` and every ``next_*`` extra of step ``t+n-1``;
+        ``task_reward`` ``(B, T)`` =
         ``sum_k discount**k * task_reward[t+k]``; ``discount`` ``(B,)`` = ``discount**n``, or 0
         where step ``t+n-1`` terminated (a truncation keeps it: URLB bootstraps through the
         time limit). ``generator`` must live on the buffer's device.
@@ -270,8 +273,10 @@ class ReplayBuffer:
         window = rows * self.num_envs + world[:, None]  # (B, n) flat positions
         first, last = window[:, 0], window[:, -1]
         extra_keys = [key for key in self._columns if key not in STEP_FIELDS]
-        out = {key: self._take(key, first) for key in ("observation", "action", *extra_keys)}
-        out["next_observation"] = self._take("next_observation", last)
+        at_end = [key for key in extra_keys if key.startswith("next_")]
+        at_start = [key for key in extra_keys if not key.startswith("next_")]
+        out = {key: self._take(key, first) for key in ("observation", "action", *at_start)}
+        out |= {key: self._take(key, last) for key in ("next_observation", *at_end)}
         out["task_reward"] = (self._powers[:, None] * self._take("task_reward", window)).sum(1)
         out["discount"] = (~self._take("terminated", last)).float() * self.discount**self.nstep
         return TensorDict(out, batch_size=[len(row)], device=self.device)

@@ -64,6 +64,7 @@ class OnlineRunner:
         task: str | None = None,
         write_snapshot: Callable[[int], None] | None = None,
         store_physics: bool = False,
+        evaluators: tuple = (),
     ):
         self.env, self.eval_env, self.agent, self.replay, self.logger = env, eval_env, agent, replay, logger
         self.schedule = schedule
@@ -74,11 +75,15 @@ class OnlineRunner:
         self.write_snapshot = write_snapshot
         # Physics states ride along in replay (for datasets: ExORL-style relabelling, goals).
         self.store_physics = store_physics
+        # Extra measurements at each evaluation, e.g. urlb.skills.SkillEvaluator: called as
+        # evaluator(agent, frame, logger) -> metrics; each keeps a JSON-lines file ``records``.
+        self.evaluators = tuple(evaluators)
         self.frame = 0
         self.update_credit = 0.0
         self.updates = 0
         self.evaluations = 0
         self.observation = None
+        self.position = None
         self.agent_state = None
         self.episode_return = None
         self.last_metrics: dict[str, torch.Tensor] = {}
@@ -87,7 +92,8 @@ class OnlineRunner:
     # -- the loop -----------------------------------------------------------------------------
     def start(self) -> None:
         """Fresh start: reset the env and the agent's carried state."""
-        self.observation = self.env.reset()["observation"]
+        td = self.env.reset()
+        self.observation, self.position = td["observation"], td["position"]
         self.agent_state = self.agent.init_state(self.env.num_envs, self.env.device)
         self.episode_return = torch.zeros(self.env.num_envs, len(self.env.task_names), device=self.env.device)
 
@@ -133,10 +139,10 @@ class OnlineRunner:
             out["task_reward"],
             out["terminated"],
             out["truncated"],
-            extras=extras,
+            extras=extras | {"next_position": out["next_position"]},
         )
         self.agent_state = agent.observe(self.agent_state, out)
-        self.observation = out["observation"]
+        self.observation, self.position = out["observation"], out["position"]
         self.episode_return += out["task_reward"]
         self.frame += env.num_envs
         # Every world starts together and episodes have a fixed length, so episodes end
@@ -152,8 +158,9 @@ class OnlineRunner:
 
     def extras(self) -> dict[str, torch.Tensor]:
         """What is stored with a transition besides (s, a, s', rewards, flags): the agent's
-        per-world values (a skill) and, if asked, the physics state s was observed in."""
-        extras = self.agent.replay_extras(self.agent_state)
+        per-world values (a skill), the position at s (``next_position`` joins after the
+        step) and, if asked, the physics state s was observed in."""
+        extras = self.agent.replay_extras(self.agent_state) | {"position": self.position}
         if self.store_physics:
             state = self.env.physics_state()
             extras |= {key: state[key] for key in ("qpos", "qvel", "act")}
@@ -217,8 +224,13 @@ class OnlineRunner:
             metrics[f"{task}/normalised_score"] = score
         if self.task is not None:
             metrics["return"] = returns[self.task]
+        extra = {"eval/return": returns[tasks[0]]}
+        for evaluator in self.evaluators:
+            measured = evaluator(self.agent, self.frame, self.logger)
+            metrics |= measured
+            extra |= measured
         self.logger.log("eval", metrics, self.frame)
-        self.logger.progress(self.frame, extra={"eval/return": returns[tasks[0]]}, force=True)
+        self.logger.progress(self.frame, extra=extra, force=True)
         return returns
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -231,6 +243,7 @@ class OnlineRunner:
             "agent": self.agent.training_state(),
             "agent_state": self.agent_state.to_dict(),
             "observation": self.observation,
+            "position": self.position,
             "episode_return": self.episode_return,
             "replay": self.replay.state_dict(),
             "env": self.env.state_dict(),
@@ -250,6 +263,7 @@ class OnlineRunner:
             state["agent_state"], batch_size=[self.env.num_envs], device=self.env.device
         )
         self.observation = state["observation"].to(self.env.device)
+        self.position = state["position"].to(self.env.device)
         self.episode_return = state["episode_return"].to(self.env.device)
         self.replay.load_state_dict(state["replay"])
         self.env.load_state_dict(state["env"])
@@ -263,16 +277,15 @@ class OnlineRunner:
 
     def resume(self) -> bool:
         """Continue from the run folder's checkpoint; False if there is none. Evaluation
-        records written after the checkpoint (by the killed process) are dropped, since
-        the resumed run writes them again."""
+        records (and the evaluators' records) written after the checkpoint by the killed
+        process are dropped, since the resumed run writes them again."""
         path = checkpoint_path(self.run_dir)
         if not path.exists():
             return False
         self.load_state_dict(load_snapshot(path))
-        records = self.run_dir / "eval.jsonl"
-        if records.exists():
-            kept = [
-                line for line in records.read_text().splitlines() if json.loads(line)["frames"] <= self.frame
-            ]
-            records.write_text("".join(line + "\n" for line in kept))
+        for records in (self.run_dir / "eval.jsonl", *(e.records for e in self.evaluators)):
+            if records.exists():
+                lines = records.read_text().splitlines()
+                kept = [line for line in lines if json.loads(line)["frames"] <= self.frame]
+                records.write_text("".join(line + "\n" for line in kept))
         return True

@@ -93,6 +93,7 @@ class Domain(abc.ABC):
         control_timestep: seconds per env step; ``n_substeps`` physics steps each.
         episode_steps: env steps per episode (the time limit, a truncation).
         obs_dim, action_dim: flat observation and action sizes.
+        position_axes: the world axes of :meth:`position` (e.g. ``("x", "y")``).
     """
 
     name: str
@@ -102,6 +103,7 @@ class Domain(abc.ABC):
     episode_steps: int
     obs_dim: int
     action_dim: int
+    position_axes: tuple[str, str]
 
     def __init__(self, task: str | None):
         if task is not None and task not in self.tasks:
@@ -133,6 +135,12 @@ class Domain(abc.ABC):
     @abc.abstractmethod
     def rewards(self, view: PhysicsView) -> dict[str, torch.Tensor]:
         """Every task's reward ``(N,)``, keyed by task name, float32."""
+
+    @abc.abstractmethod
+    def position(self, view: PhysicsView) -> torch.Tensor:
+        """Where the agent is in the plane its skills are measured in, ``(N, 2)`` float32
+        (``position_axes`` names the two world axes): the quantity of state coverage,
+        skill pictures and goal reaching. Not part of the observation."""
 
     def make_rng(self, seed: np.random.SeedSequence) -> np.random.RandomState:
         """The random source of one world's resets: a ``RandomState``, as dm_control's

@@ -101,6 +101,7 @@ class Jaco(Domain):
     episode_steps = 250
     obs_dim = 55
     action_dim = 9
+    position_axes = ("x", "y")  # of the hand's pinch site
 
     def __init__(self, task: str | None = None):
         super().__init__(task)
@@ -188,6 +189,9 @@ class Jaco(Domain):
             ],
             dim=1,
         ).float()
+
+    def position(self, view: PhysicsView) -> torch.Tensor:
+        return view.site_xpos[:, self.pinch, :2].float()
 
     def rewards(self, view: PhysicsView) -> dict[str, torch.Tensor]:
         # The target is the brick body's origin (its target site), not the bounding-box

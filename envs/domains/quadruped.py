@@ -35,6 +35,7 @@ class Quadruped(Domain):
     episode_steps = 1000
     obs_dim = 78
     action_dim = 12
+    position_axes = ("x", "y")
 
     def __init__(self, task: str | None = None):
         super().__init__(task)
@@ -87,6 +88,9 @@ class Quadruped(Domain):
             ],
             dim=1,
         ).float()
+
+    def position(self, view: PhysicsView) -> torch.Tensor:
+        return view.xpos[:, self.torso, :2].float()
 
     def rewards(self, view: PhysicsView) -> dict[str, torch.Tensor]:
         # _upright_reward(deviation_angle=0): linear tolerance on torso zz, margin 2.

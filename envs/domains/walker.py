@@ -29,6 +29,7 @@ class Walker(Domain):
     episode_steps = 1000
     obs_dim = 24
     action_dim = 6
+    position_axes = ("x", "z")  # planar: forward and up
 
     def __init__(self, task: str | None = None):
         super().__init__(task)
@@ -61,6 +62,9 @@ class Walker(Domain):
         orientations = view.xmat[:, 1:, [0, 2]].reshape(n, -1)  # xx, xz of bodies 1..7
         height = view.xpos[:, self.torso, 2:3]
         return torch.cat([orientations, height, view.qvel], dim=1).float()
+
+    def position(self, view: PhysicsView) -> torch.Tensor:
+        return view.xpos[:, self.torso][:, [0, 2]].float()
 
     def rewards(self, view: PhysicsView) -> dict[str, torch.Tensor]:
         height = view.xpos[:, self.torso, 2]

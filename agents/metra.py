@@ -1,0 +1,183 @@
+"""METRA: "METRA: Scalable Unsupervised RL with Metric-Aware Abstraction" (Park, Rybkin,
+Levine, ICLR 2024), as a reward model on the SAC backbone.
+
+A representation ``phi: S -> R^d`` is trained to maximise the skill-aligned displacement
+of consecutive states under a temporal-distance constraint,
+
+    max_phi  E[(phi(s') - phi(s))^T z]   s.t.   ||phi(s') - phi(s)||^2 / d <= 1,
+
+by dual gradient descent with a learned multiplier ``lambda = exp(log_lambda)``:
+
+    penalty   = min(1 - mean_i (phi(s')_i - phi(s)_i)^2, slack)
+    loss_phi  = -mean(r + lambda.detach() * penalty)
+    loss_lam  = log_lambda * mean(penalty.detach())
+
+and the policy ``pi(a | s, z)`` is trained by SAC on ``r = (phi(s') - phi(s))^T z``,
+recomputed with the updated ``phi`` in the same update. Skills are unit-norm Gaussian
+vectors (continuous) or one-hot (discrete, where the reward uses the centred skill
+``(z - mean(z)) * d / (d - 1)`` so that moving along no skill earns nothing), one per
+episode.
+
+Where implementations differ, this module follows the authors' code
+(github.com/seohongpark/METRA):
+
+* the constraint is on the *mean* squared difference over the ``d`` dimensions
+  (``dual_dist=one`` there), i.e. ``||phi(s')-phi(s)|| <= sqrt(d)``, not the paper's
+  ``<= 1``; the two differ by a constant rescaling of ``phi``;
+* lambda starts at 30, slack 1e-3, and ``log lambda`` is the learned parameter (the loss
+  above is linear in it); every optimiser is Adam with lr 1e-4;
+* SAC as in their code: 2x1024 MLPs, batch 256, temperature initialised at 0.01, target
+  entropy ``-action_dim / 2`` (``configs/agent/metra.yaml``);
+* transitions are one step apart: ``nstep = 1`` (the reward and the constraint are
+  defined on consecutive states), whatever the preset's n-step return;
+* the representation sees the global position next to the observation
+  (``position_input``): their state-based experiments feed phi the full state, x-y
+  included, while URLB's observations are egocentric; the policy sees URLB's
+  observation. Set ``position_input=false`` for phi on the observation alone.
+
+Finetuning skill rule: the pretrained policy is rolled out once with each candidate skill
+(``skill_selection.candidates`` unit vectors, 48 by default, drawn from the run's seed, or
+every one-hot skill) on the downstream task, and the skill with the highest task return is fixed for
+finetuning (``urlb.skills.select_skill``). Transfer: the actor and critic trunk, as for
+every SAC agent, plus ``phi`` (unused while finetuning) and the chosen skill.
+
+Zero-shot goal reaching (``urlb.skills.goal_reaching``): ``z = (phi(g) - phi(s)) /
+||phi(g) - phi(s)||``, recomputed every step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.base import SkillModel
+from agents.diayn import random_skills
+from urlb.nets import mlp, optimise, orthogonal_init
+
+
+def metra_reward(
+    phi: torch.Tensor, next_phi: torch.Tensor, skill: torch.Tensor, discrete: bool
+) -> torch.Tensor:
+    """``(phi(s') - phi(s))^T z`` ``(B,)``; for one-hot skills ``z`` is centred and rescaled
+    to ``(z - mean(z)) * d / (d - 1)`` (``d = 1``: left as is)."""
+    if not phi.shape == next_phi.shape == skill.shape:
+        raise ValueError(f"metra_reward shapes differ: {phi.shape}, {next_phi.shape}, {skill.shape}")
+    if discrete:
+        d = skill.shape[1]
+        skill = (skill - skill.mean(dim=1, keepdim=True)) * d / max(d - 1, 1)
+    return ((next_phi - phi) * skill).sum(dim=1)
+
+
+def constraint_penalty(phi: torch.Tensor, next_phi: torch.Tensor, slack: float) -> torch.Tensor:
+    """``min(1 - mean_i (phi(s')_i - phi(s)_i)^2, slack)`` ``(B,)``: positive while the
+    step is shorter than the bound (clipped at ``slack``), negative when it violates it."""
+    return torch.clamp(1.0 - (next_phi - phi).pow(2).mean(dim=1), max=slack)
+
+
+def representation_loss(reward: torch.Tensor, penalty: torch.Tensor, dual: torch.Tensor) -> torch.Tensor:
+    """``-mean(r + lambda * penalty)`` with the multiplier ``dual`` held constant."""
+    return -(reward + dual.detach() * penalty).mean()
+
+
+def dual_loss(log_dual: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """``log_lambda * mean(penalty)`` with the penalty held constant: lambda grows while
+    the constraint is violated on average and shrinks while it is slack."""
+    return log_dual * penalty.detach().mean()
+
+
+def unit_skills(num: int, skill_dim: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``num`` skills drawn uniformly on the unit sphere (normalised Gaussians)."""
+    z = torch.randn(num, skill_dim, device=device, generator=generator)
+    return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class METRA(SkillModel):
+    # Transitions the reward and constraint are defined on: consecutive states.
+    nstep = 1
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        skill_dim: int = 4,
+        discrete: bool = False,
+        hidden_dim: int = 1024,
+        lr: float = 1e-4,
+        dual_lr: float = 1e-4,
+        init_dual: float = 30.0,
+        dual_slack: float = 1e-3,
+        update_skill_every_step: int = 0,
+        position_input: bool = True,
+    ):
+        super().__init__(skill_dim, update_skill_every_step, position_input)
+        if discrete and skill_dim < 2:
+            raise ValueError("discrete METRA needs skill_dim >= 2 (the centred reward of one skill is 0)")
+        self.discrete = discrete
+        self.dual_slack = dual_slack
+        self.phi = mlp(obs_dim + 2 * position_input, hidden_dim, skill_dim)
+        self.phi.apply(orthogonal_init)
+        self.log_dual = nn.Parameter(torch.tensor(math.log(init_dual)))
+        self.phi_opt = torch.optim.Adam(self.phi.parameters(), lr=lr)
+        self.dual_opt = torch.optim.Adam([self.log_dual], lr=dual_lr)
+
+    def optimisers(self):
+        return {"phi": self.phi_opt, "dual": self.dual_opt}
+
+    # -- skills ---------------------------------------------------------------------------
+    def sample_skills(self, num: int, device) -> torch.Tensor:
+        if self.discrete:
+            return random_skills(num, self.skill_dim, device)
+        return unit_skills(num, self.skill_dim, device)
+
+    def evaluation_skills(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        if self.discrete:
+            return super().evaluation_skills(count, generator)
+        return unit_skills(count, self.skill_dim, "cpu", generator).to(self.fixed_skill.device)
+
+    def finetune_candidates(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """Every one-hot skill (discrete), else ``count`` unit vectors from ``generator``."""
+        if self.discrete:
+            return torch.eye(self.skill_dim, device=self.fixed_skill.device)
+        return self.evaluation_skills(count, generator)
+
+    def goal_skill(self, observation, position, goal_observation, goal_position) -> torch.Tensor:
+        """``(phi(g) - phi(s)) / ||phi(g) - phi(s)||``: the skill that heads for a goal."""
+        with torch.no_grad():
+            now = self.phi(self._join(observation, position))
+            goal = self.phi(self._join(goal_observation, goal_position))
+        direction = goal - now
+        return direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+    def _join(self, observation: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        return torch.cat([observation, position], dim=-1) if self.position_input else observation
+
+    # -- reward and update ----------------------------------------------------------------
+    def _phis(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi(s) and phi(s') of a batch in one forward pass."""
+        both = self.phi(torch.cat([self.features(batch, ""), self.features(batch, "next_")], dim=0))
+        return both.chunk(2, dim=0)
+
+    def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
+        with torch.no_grad():
+            phi, next_phi = self._phis(batch)
+        return metra_reward(phi, next_phi, batch["skill"], self.discrete)
+
+    def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        phi, next_phi = self._phis(batch)
+        reward = metra_reward(phi, next_phi, batch["skill"], self.discrete)
+        penalty = constraint_penalty(phi, next_phi, self.dual_slack)
+        loss = representation_loss(reward, penalty, self.log_dual.exp())
+        optimise(self.phi_opt, loss)
+        lam_loss = dual_loss(self.log_dual, penalty)
+        optimise(self.dual_opt, lam_loss)
+        step = (next_phi - phi).detach()
+        return {
+            "metra_loss": loss.detach(),
+            "metra_reward": reward.mean().detach(),
+            "metra_penalty": penalty.mean().detach(),
+            "metra_dual": self.log_dual.exp().detach(),
+            "metra_step_norm": step.norm(dim=1).mean(),
+        }

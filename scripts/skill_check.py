@@ -1,0 +1,138 @@
+"""Compare skill discovery agents by METRA's state coverage (not a timed test).
+
+Pretrains each agent on each domain through the real entry point (``pretrain.py``) with
+the same frames, seeds, preset and backend, then reads the coverage its last pretraining
+evaluation measured (48 deterministic skill rollouts, 1x1 cells of the position plane,
+``urlb.skills``) and prints a table. On quadruped METRA's coverage must exceed DIAYN's, as
+the METRA paper reports; the script exits 1 if it does not.
+
+Both agents' skill networks read the global position next to the observation
+(``position_input=true``: METRA's default; set here for DIAYN too), so the comparison is
+between objectives, not inputs. DIAYN runs as the paper does (SAC, skill per episode).
+
+    python scripts/skill_check.py --frames 200000 --domains quadruped walker --parallel 2
+
+Writes ``<out>/summary.json`` and, per run, the run folder (``skills/skills_<frames>.png``,
+``skills/coverage.jsonl``, TensorBoard, snapshots) under ``<out>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def command(agent: str, domain: str, seed: int, args, out: Path) -> list[str]:
+    frames = args.frames
+    return [
+        sys.executable,
+        str(ROOT / "pretrain.py"),
+        f"agent={agent}",
+        f"env={domain}",
+        f"preset={args.preset}",
+        f"seed={seed}",
+        "backend=cpu",
+        "device=cpu",
+        f"protocol.pretrain_frames={frames}",
+        f"protocol.snapshot_frames=[{frames}]",
+        f"protocol.num_envs={args.num_envs}",
+        f"protocol.eval_every_frames={max(frames // args.evaluations, 1)}",
+        f"protocol.checkpoint_every_frames={max(frames // 4, 1)}",
+        "agent.reward_model.position_input=true",
+        f"run_dir={out / agent / domain / f'seed_{seed}'}",
+        f"snapshot_root={out / 'snapshots'}",
+        "console=false",
+        *args.override,
+    ]
+
+
+def last_coverage(run_dir: Path) -> dict:
+    lines = (run_dir / "skills" / "coverage.jsonl").read_text().splitlines()
+    return json.loads(lines[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", nargs="+", default=["metra", "diayn_paper"])
+    parser.add_argument("--domains", nargs="+", default=["quadruped"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--frames", type=int, default=200_000)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--evaluations", type=int, default=4, help="coverage measurements per run")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once (one CPU thread each)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "skill_check")
+    parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    jobs = [(a, d, s) for d in args.domains for s in args.seeds for a in args.agents]
+    pending, running, results = list(jobs), {}, {}
+    started = time.perf_counter()
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            job = pending.pop(0)
+            run_dir = args.out / job[0] / job[1] / f"seed_{job[2]}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "skill_check.log", "w")
+            process = subprocess.Popen(
+                command(*job, args, args.out), cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+            running[job] = (process, time.perf_counter(), log)
+            print(f"started {job}", flush=True)
+        time.sleep(2)
+        for job, (process, t0, log) in list(running.items()):
+            if process.poll() is None:
+                continue
+            log.close()
+            del running[job]
+            wall = time.perf_counter() - t0
+            if process.returncode != 0:
+                print(f"{job} failed (exit {process.returncode}); see its skill_check.log", flush=True)
+                results[job] = {"error": process.returncode, "wall_s": wall}
+                continue
+            results[job] = {**last_coverage(args.out / job[0] / job[1] / f"seed_{job[2]}"), "wall_s": wall}
+            print(f"finished {job}: coverage {results[job]['coverage']} in {wall / 60:.1f} min", flush=True)
+
+    print(
+        f"\n{args.frames:,} frames per run, preset={args.preset}, {args.num_envs} worlds, cpu backend; "
+        f"total wall {(time.perf_counter() - started) / 60:.1f} min"
+    )
+    print(f"{'agent':<14}{'domain':<11}{'seed':>5}{'coverage':>10}{'wall min':>10}")
+    for (agent, domain, seed), r in results.items():
+        print(f"{agent:<14}{domain:<11}{seed:>5}{r.get('coverage', 'failed')!s:>10}{r['wall_s'] / 60:>10.1f}")
+    summary = [{"agent": a, "domain": d, "seed": s, **r} for (a, d, s), r in results.items()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {"frames": args.frames, "preset": args.preset, "num_envs": args.num_envs, "runs": summary},
+            indent=1,
+        )
+    )
+
+    ok = all("error" not in r for r in results.values())
+    if "quadruped" in args.domains and {"metra", "diayn_paper"} <= set(args.agents):
+        for seed in args.seeds:
+            metra = results[("metra", "quadruped", seed)].get("coverage")
+            diayn = results[("diayn_paper", "quadruped", seed)].get("coverage")
+            if metra is None or diayn is None:
+                print(f"quadruped seed {seed}: a run failed, no comparison")
+                ok = False
+                continue
+            verdict = "as the paper reports" if metra > diayn else "NOT as the paper reports"
+            print(f"quadruped seed {seed}: METRA {metra} cells vs DIAYN {diayn}: {verdict}")
+            ok &= metra > diayn
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
