@@ -103,13 +103,14 @@ class SkillModel(RewardModel):
         skill_dim: size of a skill vector.
         update_skill_every_step: env steps between draws within an episode (0: one skill
             per episode).
-        position_input: the model's own networks (discriminator, representation) see the
-            agent's global position (``Domain.position``) next to the observation, as
-            state-based skill papers give their networks the full state; the policy's
-            input stays the observation.
+        observe_pose: the agent observes the global pose that URLB's egocentric observation
+            leaves out (``make_env(observe_pose=True)``: quadruped torso x, y and heading,
+            walker torso x), as state-based skill papers give policy and representation
+            the full state. The runner builds its envs from this flag, so pretraining,
+            finetuning and the skill measurements see the same observation.
     """
 
-    def __init__(self, skill_dim: int, update_skill_every_step: int = 0, position_input: bool = False):
+    def __init__(self, skill_dim: int, update_skill_every_step: int = 0, observe_pose: bool = False):
         super().__init__()
         if skill_dim < 1 or update_skill_every_step < 0:
             raise ValueError(
@@ -118,7 +119,7 @@ class SkillModel(RewardModel):
             )
         self.skill_dim = skill_dim
         self.update_skill_every_step = update_skill_every_step
-        self.position_input = position_input
+        self.observe_pose = observe_pose
         self.register_buffer("fixed_skill", torch.zeros(skill_dim))
         self.register_buffer("skill_is_fixed", torch.zeros((), dtype=torch.bool))
         self._fixed = False  # host mirror of skill_is_fixed: observe() must not sync
@@ -168,15 +169,6 @@ class SkillModel(RewardModel):
         fresh = self.sample_skills(state.batch_size[0], state["skill"].device)
         state["skill"] = torch.where(resample[:, None], fresh, state["skill"])
         return state
-
-    def features(self, batch: TensorDict, which: str = "next_") -> torch.Tensor:
-        """What the model's networks read of a batch: ``observation`` (``which=""``) or
-        ``next_observation`` (``"next_"``), with the matching position if
-        ``position_input``."""
-        observation = batch[f"{which}observation"]
-        if not self.position_input:
-            return observation
-        return torch.cat([observation, batch[f"{which}position"]], dim=-1)
 
 
 class Agent(nn.Module, abc.ABC):

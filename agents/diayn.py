@@ -56,14 +56,13 @@ class DIAYN(SkillModel):
         lr: float = 1e-4,
         update_skill_every_step: int = 50,
         scale: float = 1.0,
-        position_input: bool = False,
+        observe_pose: bool = False,
     ):
         """``update_skill_every_step``: env steps between skill draws (0: once per episode);
-        ``position_input``: the discriminator also sees the global position (the paper's
-        "x-y prior" experiments give it only that; URLB gives it the observation)."""
-        super().__init__(skill_dim, update_skill_every_step, position_input)
+        ``observe_pose``: observations carry the global pose (``SkillModel``; URLB: off)."""
+        super().__init__(skill_dim, update_skill_every_step, observe_pose)
         self.scale = scale
-        self.discriminator = mlp(obs_dim + 2 * position_input, hidden_dim, skill_dim)
+        self.discriminator = mlp(obs_dim, hidden_dim, skill_dim)
         self.discriminator.apply(orthogonal_init)
         self.optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=lr)
 
@@ -75,11 +74,11 @@ class DIAYN(SkillModel):
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         with torch.no_grad():
-            logits = self.discriminator(self.features(batch))
+            logits = self.discriminator(batch["next_observation"])
         return self.scale * diayn_reward(logits, batch["skill"].argmax(dim=1))
 
     def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        logits = self.discriminator(self.features(batch))
+        logits = self.discriminator(batch["next_observation"])
         skill = batch["skill"].argmax(dim=1)
         loss = discriminator_loss(logits, skill)
         optimise(self.optimiser, loss)

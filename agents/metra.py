@@ -30,10 +30,11 @@ Where implementations differ, this module follows the authors' code
   entropy ``-action_dim / 2`` (``configs/agent/metra.yaml``);
 * transitions are one step apart: ``nstep = 1`` (the reward and the constraint are
   defined on consecutive states), whatever the preset's n-step return;
-* the representation sees the global position next to the observation
-  (``position_input``): their state-based experiments feed phi the full state, x-y
-  included, while URLB's observations are egocentric; the policy sees URLB's
-  observation. Set ``position_input=false`` for phi on the observation alone.
+* the agent observes the global pose next to URLB's observation (``observe_pose``:
+  quadruped torso x, y and heading): their state-based experiments give phi and the
+  policy the full state, x-y and orientation included, while URLB's observations are
+  egocentric, so phi could not tell where the agent is and the policy could not tell
+  which way it faces. ``observe_pose=false`` runs METRA on URLB's observation as is.
 
 Finetuning skill rule: the pretrained policy is rolled out once with each candidate skill
 (``skill_selection.candidates`` unit vectors, 48 by default, drawn from the run's seed, or
@@ -110,14 +111,14 @@ class METRA(SkillModel):
         init_dual: float = 30.0,
         dual_slack: float = 1e-3,
         update_skill_every_step: int = 0,
-        position_input: bool = True,
+        observe_pose: bool = True,
     ):
-        super().__init__(skill_dim, update_skill_every_step, position_input)
+        super().__init__(skill_dim, update_skill_every_step, observe_pose)
         if discrete and skill_dim < 2:
             raise ValueError("discrete METRA needs skill_dim >= 2 (the centred reward of one skill is 0)")
         self.discrete = discrete
         self.dual_slack = dual_slack
-        self.phi = mlp(obs_dim + 2 * position_input, hidden_dim, skill_dim)
+        self.phi = mlp(obs_dim, hidden_dim, skill_dim)
         self.phi.apply(orthogonal_init)
         self.log_dual = nn.Parameter(torch.tensor(math.log(init_dual)))
         self.phi_opt = torch.optim.Adam(self.phi.parameters(), lr=lr)
@@ -143,21 +144,16 @@ class METRA(SkillModel):
             return torch.eye(self.skill_dim, device=self.fixed_skill.device)
         return self.evaluation_skills(count, generator)
 
-    def goal_skill(self, observation, position, goal_observation, goal_position) -> torch.Tensor:
+    def goal_skill(self, observation: torch.Tensor, goal_observation: torch.Tensor) -> torch.Tensor:
         """``(phi(g) - phi(s)) / ||phi(g) - phi(s)||``: the skill that heads for a goal."""
         with torch.no_grad():
-            now = self.phi(self._join(observation, position))
-            goal = self.phi(self._join(goal_observation, goal_position))
-        direction = goal - now
+            direction = self.phi(goal_observation) - self.phi(observation)
         return direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-6)
-
-    def _join(self, observation: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        return torch.cat([observation, position], dim=-1) if self.position_input else observation
 
     # -- reward and update ----------------------------------------------------------------
     def _phis(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
         """phi(s) and phi(s') of a batch in one forward pass."""
-        both = self.phi(torch.cat([self.features(batch, ""), self.features(batch, "next_")], dim=0))
+        both = self.phi(torch.cat([batch["observation"], batch["next_observation"]], dim=0))
         return both.chunk(2, dim=0)
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:

@@ -37,14 +37,18 @@ from envs.domains.base import Domain
 
 
 class BatchedEnv:
-    def __init__(self, domain: Domain, backend: Backend, num_envs: int, seed: int = 0):
+    def __init__(
+        self, domain: Domain, backend: Backend, num_envs: int, seed: int = 0, observe_pose: bool = False
+    ):
         self.domain = domain.to(backend.device)
         self.backend = backend
         self.num_envs = num_envs
         self.device = backend.device
         self.task = domain.task
         self.task_names = domain.tasks
-        self.obs_dim = domain.obs_dim
+        # The global pose (Domain.pose) after URLB's observation, if asked (make_env).
+        self.observe_pose = observe_pose
+        self.obs_dim = domain.obs_dim + (domain.pose_dim if observe_pose else 0)
         self.action_dim = domain.action_dim
         self.episode_steps = domain.episode_steps
         self.control_timestep = domain.control_timestep
@@ -99,7 +103,7 @@ class BatchedEnv:
         self._needs_reset = False
         return TensorDict(
             {
-                "observation": self.domain.observation(self.backend.view),
+                "observation": self.observe(self.backend.view),
                 "position": self.domain.position(self.backend.view),
                 "step_count": self._step_count.clone(),
             },
@@ -124,6 +128,13 @@ class BatchedEnv:
         # No host sync on a GPU: an asynchronous assert fails the next synchronising call.
         torch._assert_async(torch.isfinite(action).all(), "action contains NaN or inf")
 
+    def observe(self, view) -> torch.Tensor:
+        """The observation: URLB's, then the global pose when ``observe_pose``."""
+        observation = self.domain.observation(view)
+        if not self.observe_pose:
+            return observation
+        return torch.cat([observation, self.domain.pose(view)], dim=1)
+
     def action_to_ctrl(self, action: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> native actuator units, in float32 as URLB does. Out-of-range actions
         are clipped to the native bounds, which is what MuJoCo's ctrl clamping does to
@@ -138,7 +149,7 @@ class BatchedEnv:
         view = self.backend.view
         self._step_count += 1
         self._host_step_count += 1
-        next_obs = self.domain.observation(view)
+        next_obs = self.observe(view)
         next_position = self.domain.position(view)
         rewards = self.domain.rewards(view)
         task_reward = torch.stack([rewards[t] for t in self.task_names], dim=1)
@@ -154,7 +165,7 @@ class BatchedEnv:
         if len(ended):
             self._reset_worlds(torch.as_tensor(ended, device=self.device))
             view = self.backend.view
-            obs = torch.where(truncated[:, None], self.domain.observation(view), next_obs)
+            obs = torch.where(truncated[:, None], self.observe(view), next_obs)
             position = torch.where(truncated[:, None], self.domain.position(view), next_position)
         return TensorDict(
             {
@@ -195,7 +206,7 @@ class BatchedEnv:
         rewards = self.domain.rewards(view)
         return TensorDict(
             {
-                "observation": self.domain.observation(view)[ids],
+                "observation": self.observe(view)[ids],
                 "position": self.domain.position(view)[ids],
                 "task_reward": torch.stack([rewards[t] for t in self.task_names], dim=1)[ids],
             },

@@ -75,6 +75,7 @@ def make_env(
     backend: str = "auto",
     device: str | torch.device | None = None,
     seed: int = 0,
+    observe_pose: bool = False,
     **backend_kwargs,
 ) -> BatchedEnv:
     """One environment stepping ``num_envs`` worlds of ``task`` at once.
@@ -89,6 +90,10 @@ def make_env(
             when present, Warp's CPU device otherwise) or ``auto`` (warp on a GPU, else cpu).
         device: torch device of the env's tensors.
         seed: per-world reset seeds derive from it.
+        observe_pose: append the global pose that URLB's egocentric observation leaves out
+            (``Domain.pose``: quadruped torso x, y and heading; walker torso x) to the
+            observation, for agents whose representation is defined on the full state
+            (METRA). Off: URLB's observation exactly.
         backend_kwargs: ``nthread`` for cpu; ``nconmax``, ``njmax``, ``graph`` for warp.
     """
     if num_envs < 1:
@@ -105,4 +110,4 @@ def make_env(
         sim = WarpBackend(
             domain.model, num_envs, domain.n_substeps, device=device, domain=domain.name, **backend_kwargs
         )
-    return BatchedEnv(domain, sim, num_envs, seed=seed)
+    return BatchedEnv(domain, sim, num_envs, seed=seed, observe_pose=observe_pose)

@@ -6,8 +6,8 @@ evaluation measured (48 deterministic skill rollouts, 1x1 cells of the position 
 ``urlb.skills``) and prints a table. On quadruped METRA's coverage must exceed DIAYN's, as
 the METRA paper reports; the script exits 1 if it does not.
 
-Both agents' skill networks read the global position next to the observation
-(``position_input=true``: METRA's default; set here for DIAYN too), so the comparison is
+Both agents observe the global pose next to URLB's egocentric observation
+(``observe_pose=true``: METRA's default, set here for DIAYN too), so the comparison is
 between objectives, not inputs. DIAYN runs as the paper does (SAC, skill per episode).
 
     python scripts/skill_check.py --frames 200000 --domains quadruped walker --parallel 2
@@ -45,7 +45,7 @@ def command(agent: str, domain: str, seed: int, args, out: Path) -> list[str]:
         f"protocol.num_envs={args.num_envs}",
         f"protocol.eval_every_frames={max(frames // args.evaluations, 1)}",
         f"protocol.checkpoint_every_frames={max(frames // 4, 1)}",
-        "agent.reward_model.position_input=true",
+        "agent.reward_model.observe_pose=true",
         f"run_dir={out / agent / domain / f'seed_{seed}'}",
         f"snapshot_root={out / 'snapshots'}",
         "console=false",

@@ -30,6 +30,7 @@ def main() -> None:
 
     from envs import make_env
     from urlb.checkpoint import load_snapshot
+    from urlb.experiment import observe_pose
     from urlb.skills import (
         coverage,
         goal_reaching,
@@ -59,7 +60,8 @@ def main() -> None:
     config, domain, frames = snapshot["config"], snapshot["domain"], snapshot["frames"]
     out = args.out or Path(config["run_dir"]) / "skills" / f"report_{frames}"
     out.mkdir(parents=True, exist_ok=True)
-    probe = make_env(domain, 1, backend=args.backend, seed=args.seed)
+    pose = observe_pose(OmegaConf.create(config["agent"]))
+    probe = make_env(domain, 1, backend=args.backend, seed=args.seed, observe_pose=pose)
     agent = instantiate(OmegaConf.create(config["agent"]), obs_dim=probe.obs_dim, action_dim=probe.action_dim)
     agent.load_state_dict(snapshot["agent"])
     agent.eval()
@@ -77,7 +79,7 @@ def main() -> None:
     }
     generator = torch.Generator().manual_seed(args.seed)
     skills = model.evaluation_skills(args.rollouts, generator)
-    env = make_env(domain, args.rollouts, backend=args.backend, seed=args.seed)
+    env = make_env(domain, args.rollouts, backend=args.backend, seed=args.seed, observe_pose=pose)
     rollouts = skill_rollouts(env, agent, skills, args.seed, args.steps)
     report["coverage"] = coverage(rollouts["positions"], args.cell)
     report["coverage_protocol"] = {
@@ -95,12 +97,14 @@ def main() -> None:
     )
     if args.video_skills:
         picked = skills[torch.linspace(0, len(skills) - 1, args.video_skills).round().long()]
-        video_env = make_env(domain, args.video_skills, backend=args.backend, seed=args.seed)
+        video_env = make_env(
+            domain, args.video_skills, backend=args.backend, seed=args.seed, observe_pose=pose
+        )
         skill_video(video_env, agent, picked, out / "skills.mp4", seed=args.seed, steps=args.steps)
         report["video"] = str(out / "skills.mp4")
-    if args.goals and hasattr(model, "goal_skill") and model.position_input:
+    if args.goals and hasattr(model, "goal_skill") and pose and probe.domain.pose_position == (0, 1):
         goals = sample_goals(args.goals, args.goal_extent, args.seed)
-        goal_env = make_env(domain, args.goals, backend=args.backend, seed=args.seed)
+        goal_env = make_env(domain, args.goals, backend=args.backend, seed=args.seed, observe_pose=pose)
         result = goal_reaching(goal_env, agent, goals, args.seed, args.steps)
         plot_trajectories(
             result["positions"],

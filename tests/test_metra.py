@@ -73,9 +73,7 @@ def test_update_enforces_the_constraint_and_learns_the_skill_direction():
     """phi on 2-D states moving along the skill: phi learns to stretch the step along z
     until the constraint binds (mean square step ~ 1, i.e. ||step|| ~ sqrt(2))."""
     torch.manual_seed(0)
-    model = METRA(
-        obs_dim=2, action_dim=1, skill_dim=2, hidden_dim=32, lr=3e-3, dual_lr=3e-3, position_input=False
-    )
+    model = METRA(obs_dim=2, action_dim=1, skill_dim=2, hidden_dim=32, lr=3e-3, dual_lr=3e-3)
     skill = unit_skills(256, 2, "cpu")
     obs = torch.randn(256, 2)
     batch = TensorDict({"observation": obs, "next_observation": obs + 0.1 * skill, "skill": skill}, [256])
@@ -86,11 +84,6 @@ def test_update_enforces_the_constraint_and_learns_the_skill_direction():
     step = metrics["metra_step_norm"].item()
     assert step == pytest.approx(math.sqrt(2), rel=0.2)
     assert metrics["metra_dual"].item() != pytest.approx(30.0)
-
-
-def test_position_input_widens_phi():
-    assert METRA(obs_dim=5, action_dim=1, hidden_dim=8, position_input=True).phi[0].in_features == 7
-    assert METRA(obs_dim=5, action_dim=1, hidden_dim=8, position_input=False).phi[0].in_features == 5
 
 
 def test_skills_are_unit_norm_or_one_hot_and_fixed_per_episode():
@@ -148,7 +141,7 @@ def test_sac_agent_trains_on_the_metra_reward():
         2,
         hidden_dim=16,
         batch_size=8,
-        reward_model=partial(METRA, skill_dim=2, hidden_dim=16, position_input=True),
+        reward_model=partial(METRA, skill_dim=2, hidden_dim=16),
     )
     skill = unit_skills(8, 2, "cpu")
     batch = TensorDict(
@@ -174,4 +167,4 @@ def test_sac_agent_trains_on_the_metra_reward():
     assert {"metra_loss", "metra_dual", "intrinsic_reward", "critic_loss", "actor_loss"} <= set(metrics)
     # the SAC reward is the METRA reward of the phi just updated
     torch.testing.assert_close(metrics["intrinsic_reward"], agent.reward_model.intrinsic_reward(batch).mean())
-    assert agent.actor.net[0].in_features == 3 + 2  # the policy reads observation + skill, not position
+    assert agent.actor.net[0].in_features == 3 + 2  # the policy reads observation + skill

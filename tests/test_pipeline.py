@@ -95,6 +95,17 @@ def test_metra_pretrain_measures_skills_and_finetune_fixes_the_best_skill(tmp_pa
     assert bool(agent_state["reward_model.skill_is_fixed"])
     torch.testing.assert_close(agent_state["reward_model.fixed_skill"], torch.tensor(selection["skill"]))
     assert records(fine)[-1]["task"] == "quadruped_walk"
+    mismatch = entry(
+        "finetune.py",
+        "agent=metra",
+        "agent.reward_model.observe_pose=false",
+        "task=quadruped_walk",
+        "snapshot=2k",
+        f"snapshot_root={snapshots}",
+        f"run_dir={tmp_path / 'mismatch'}",
+        check=False,
+    )
+    assert mismatch.returncode != 0 and "pretrained with observe_pose=True" in mismatch.stderr
 
 
 def test_pretraining_replay_is_written_as_a_dataset(tmp_path):

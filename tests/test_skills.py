@@ -45,6 +45,24 @@ def test_position_is_read_from_physics_and_follows_autoreset(domain):
     assert not torch.equal(out["next_position"], out["position"])
 
 
+def test_observe_pose_appends_the_global_pose():
+    plain = make_env("quadruped", 2, backend="cpu", seed=0)
+    posed = make_env("quadruped", 2, backend="cpu", seed=0, observe_pose=True)
+    assert (plain.obs_dim, posed.obs_dim) == (78, 82)
+    a, b = plain.reset(), posed.reset()
+    torch.testing.assert_close(b["observation"][:, :78], a["observation"])
+    x_axis = posed.physics_state()["qpos"][:, 3:7]  # torso quaternion (w, x, y, z) -> forward axis
+    w, qx, qy, qz = x_axis.double().unbind(1)
+    heading = torch.stack([1 - 2 * (qy**2 + qz**2), 2 * (qx * qy + w * qz)], dim=1).float()
+    torch.testing.assert_close(b["observation"][:, 78:80], b["position"])
+    torch.testing.assert_close(b["observation"][:, 80:], heading)
+    out = posed.step(torch.zeros(2, 12))
+    torch.testing.assert_close(out["next_observation"][:, 78:80], out["next_position"])
+    walker = make_env("walker", 1, backend="cpu", seed=0, observe_pose=True)
+    assert walker.obs_dim == 25
+    torch.testing.assert_close(walker.reset()["observation"][:, 24], walker.reset()["position"][:, 0])
+
+
 def test_replay_samples_next_extras_at_the_end_of_the_window():
     buffer = ReplayBuffer(100, num_envs=1, device="cpu", nstep=3)
     for step in range(10):
@@ -64,18 +82,18 @@ def test_replay_samples_next_extras_at_the_end_of_the_window():
     torch.testing.assert_close(batch["next_observation"][:, 0], start + 3)
 
 
-def metra_agent(position_input=True):
+def metra_agent(obs_dim=82):
     torch.manual_seed(0)
     return SACAgent(
-        78,
+        obs_dim,
         12,
         hidden_dim=32,
-        reward_model=partial(METRA, skill_dim=4, hidden_dim=32, position_input=position_input),
+        reward_model=partial(METRA, skill_dim=4, hidden_dim=32),
     )
 
 
 def test_skill_rollouts_are_deterministic_and_start_at_reset():
-    env = make_env("quadruped", 3, backend="cpu", seed=0)
+    env = make_env("quadruped", 3, backend="cpu", seed=0, observe_pose=True)
     agent = metra_agent()
     skills = agent.reward_model.evaluation_skills(3, torch.Generator().manual_seed(0))
     first = skill_rollouts(env, agent, skills, seed=5, steps=40)
@@ -90,7 +108,7 @@ def test_skill_rollouts_are_deterministic_and_start_at_reset():
 
 
 def test_select_skill_picks_the_best_rollout():
-    env = make_env("quadruped_walk", 4, backend="cpu", seed=0)
+    env = make_env("quadruped_walk", 4, backend="cpu", seed=0, observe_pose=True)
     agent = metra_agent()
     candidates = agent.reward_model.finetune_candidates(4, torch.Generator().manual_seed(1))
     skill, returns = select_skill(env, agent, candidates, "quadruped_walk", seed=2)
@@ -103,16 +121,17 @@ def test_select_skill_picks_the_best_rollout():
 
 
 def test_goal_reaching_reports_distances_and_success_rates():
-    env = make_env("quadruped", 3, backend="cpu", seed=0)
+    env = make_env("quadruped", 3, backend="cpu", seed=0, observe_pose=True)
     goals = sample_goals(3, extent=5.0, seed=0)
     result = goal_reaching(env, metra_agent(), goals, seed=1, steps=20)
     start = env.reset(seed=1)["position"]
     assert result["final_distance"].shape == (3,)
     assert bool((result["min_distance"] <= (start - goals).norm(dim=1) + 1e-6).all())
     assert 0.0 <= result["success_within_3"] <= 1.0 and "success_within_1" in result
-    with pytest.raises(ValueError, match="position_input"):
-        goal_reaching(env, metra_agent(position_input=False), goals, seed=1, steps=5)
-    diayn = SACAgent(78, 12, hidden_dim=8, reward_model=partial(DIAYN, skill_dim=4, hidden_dim=8))
+    blind = make_env("quadruped", 3, backend="cpu", seed=0)
+    with pytest.raises(ValueError, match="observe_pose"):
+        goal_reaching(blind, metra_agent(obs_dim=78), goals, seed=1, steps=5)
+    diayn = SACAgent(82, 12, hidden_dim=8, reward_model=partial(DIAYN, skill_dim=4, hidden_dim=8))
     with pytest.raises(ValueError, match="METRA"):
         goal_reaching(env, diayn, goals, seed=1, steps=5)
 

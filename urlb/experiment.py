@@ -45,6 +45,13 @@ def required_nstep(agent_cfg) -> int | None:
     return get_class(reward_model._target_).nstep
 
 
+def observe_pose(agent_cfg) -> bool:
+    """Whether the agent observes the global pose (a skill model's ``observe_pose``): every
+    env of the run (training, evaluation, skill rollouts) is then built with it."""
+    reward_model = agent_cfg.get("reward_model")
+    return bool(reward_model and reward_model.get("observe_pose", False))
+
+
 def build_parts(cfg: DictConfig, task: str, phase: str):
     """Env, eval env, replay and logger for ``task`` (a task or a domain name)."""
     nstep = required_nstep(cfg.agent) if phase == "pretrain" else None
@@ -59,8 +66,13 @@ def build_parts(cfg: DictConfig, task: str, phase: str):
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     protocol = cfg.protocol
-    env = make_env(task, protocol.num_envs, backend=cfg.backend, device=device, seed=cfg.seed)
-    eval_env = make_env(task, protocol.eval_episodes, backend=cfg.backend, device=env.device, seed=cfg.seed)
+    pose = observe_pose(cfg.agent)
+    env = make_env(
+        task, protocol.num_envs, backend=cfg.backend, device=device, seed=cfg.seed, observe_pose=pose
+    )
+    eval_env = make_env(
+        task, protocol.eval_episodes, backend=cfg.backend, device=env.device, seed=cfg.seed, observe_pose=pose
+    )
     replay = ReplayBuffer(
         cfg.replay.capacity, env.num_envs, env.device, nstep=cfg.replay.nstep, discount=cfg.replay.discount
     )
@@ -144,6 +156,7 @@ def pretrain(cfg: DictConfig) -> dict:
                 device=env.device,
                 seed=cfg.seed,
                 out_dir=run_dir / "skills",
+                observe_pose=env.observe_pose,
             )
         )
     runner = OnlineRunner(
@@ -182,7 +195,13 @@ def load_pretrained(cfg: DictConfig, name: str, domain: str, env):
         raise ValueError(
             f"snapshot {path} is {snapshot['agent_name']} on {snapshot['domain']}, not {name} on {domain}"
         )
-    pretrained = build_agent(OmegaConf.create(snapshot["config"]["agent"]), env, env.device)
+    pretrained_cfg = OmegaConf.create(snapshot["config"]["agent"])
+    if observe_pose(pretrained_cfg) != env.observe_pose:
+        raise ValueError(
+            f"snapshot {path} was pretrained with observe_pose={observe_pose(pretrained_cfg)}; finetune with "
+            f"agent.reward_model.observe_pose={observe_pose(pretrained_cfg)} so the observations match"
+        )
+    pretrained = build_agent(pretrained_cfg, env, env.device)
     pretrained.load_state_dict(snapshot["agent"])
     return pretrained, snapshot
 
@@ -201,8 +220,10 @@ def choose_skill(cfg: DictConfig, agent, task: str, run_dir: Path) -> None:
     )
     if candidates is None:
         return
+    device = next(agent.parameters()).device
+    pose = observe_pose(cfg.agent)
     env = make_env(
-        task, len(candidates), backend=cfg.backend, device=next(agent.parameters()).device, seed=cfg.seed
+        task, len(candidates), backend=cfg.backend, device=device, seed=cfg.seed, observe_pose=pose
     )
     skill, returns = select_skill(env, agent, candidates, task, seed=cfg.seed)
     env.close()

@@ -190,10 +190,10 @@ def goal_reaching(
     steps: int | None = None,
     radii: tuple[float, ...] = (3.0, 1.0),
 ) -> dict:
-    """METRA's zero-shot goal reaching: world ``k`` heads for ``goals[k]`` (a position in the
-    plane) with ``z = (phi(g) - phi(s)) / ||phi(g) - phi(s)||`` recomputed every step. The
-    goal state is the world's reset observation moved to ``g`` (the representation reads
-    the position next to the observation).
+    """METRA's zero-shot goal reaching: world ``k`` heads for ``goals[k]`` (a point of the
+    x-y plane) with ``z = (phi(g) - phi(s)) / ||phi(g) - phi(s)||`` recomputed every step.
+    The goal state is the world's reset observation with its pose's position columns set
+    to ``g`` (the env must observe the pose, ``make_env(observe_pose=True)``).
 
     Returns per-goal ``final_distance`` and ``min_distance`` ``(K,)``, the paths
     ``positions`` ``(K, steps + 1, 2)`` and the success rates ``success_within_<r>`` (final
@@ -202,18 +202,23 @@ def goal_reaching(
     model = _skill_model(agent)
     if not hasattr(model, "goal_skill"):
         raise ValueError(f"{type(model).__name__} has no goal_skill: zero-shot goal reaching is METRA's")
-    if not model.position_input:
-        raise ValueError("goal reaching needs a representation that reads the position (position_input=true)")
+    domain = env.domain
+    if not env.observe_pose or domain.pose_position != (0, 1):
+        raise ValueError(
+            "goal reaching needs x-y goals in the observation: a domain moving in the x-y plane "
+            "(quadruped) with observe_pose=true"
+        )
     steps = env.episode_steps if steps is None else steps
     goals = goals.to(env.device, torch.float32)
     td = env.reset(seed=seed)
     goal_observation = td["observation"].clone()
+    goal_observation[:, domain.obs_dim : domain.obs_dim + 2] = goals
     state = agent.init_state(env.num_envs, env.device)
     position = td["position"]
     closest = (position - goals).norm(dim=1)
     path = [position]
     for _ in range(steps):
-        state["skill"] = model.goal_skill(td["observation"], position, goal_observation, goals)
+        state["skill"] = model.goal_skill(td["observation"], goal_observation)
         td = env.step(agent.act(td["observation"], state, explore=False))
         position = td["next_position"]
         path.append(position)
@@ -252,6 +257,7 @@ class SkillEvaluator:
         backend, device, seed: for the rollout env, which is reseeded with ``seed`` each
             time (the skills too), so evaluations differ only by the agent.
         out_dir: where ``skills_<frames>.png`` and ``coverage.jsonl`` go.
+        observe_pose: the agent's observation carries the pose (as its training env's).
     """
 
     def __init__(
@@ -264,8 +270,11 @@ class SkillEvaluator:
         device,
         seed: int,
         out_dir: str | Path,
+        observe_pose: bool = False,
     ):
-        self.env = make_env(domain, rollouts, backend=backend, device=device, seed=seed)
+        self.env = make_env(
+            domain, rollouts, backend=backend, device=device, seed=seed, observe_pose=observe_pose
+        )
         self.rollouts, self.cell, self.steps, self.seed = rollouts, cell, steps, seed
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,8 @@ class Domain(abc.ABC):
         episode_steps: env steps per episode (the time limit, a truncation).
         obs_dim, action_dim: flat observation and action sizes.
         position_axes: the world axes of :meth:`position` (e.g. ``("x", "y")``).
+        pose_dim: columns of :meth:`pose`; ``pose_position``: which of the position's
+            axes lead it (for goal states: quadruped ``(0, 1)``, walker ``(0,)``).
     """
 
     name: str
@@ -104,6 +106,8 @@ class Domain(abc.ABC):
     obs_dim: int
     action_dim: int
     position_axes: tuple[str, str]
+    pose_dim: int = 0
+    pose_position: tuple[int, ...] = ()
 
     def __init__(self, task: str | None):
         if task is not None and task not in self.tasks:
@@ -140,7 +144,13 @@ class Domain(abc.ABC):
     def position(self, view: PhysicsView) -> torch.Tensor:
         """Where the agent is in the plane its skills are measured in, ``(N, 2)`` float32
         (``position_axes`` names the two world axes): the quantity of state coverage,
-        skill pictures and goal reaching. Not part of the observation."""
+        skill pictures and goal reaching. Not part of URLB's observation."""
+
+    def pose(self, view: PhysicsView) -> torch.Tensor:
+        """What URLB's egocentric observation leaves out of the global state, ``(N,
+        pose_dim)`` float32, appended to the observation by ``make_env(observe_pose=True)``.
+        Its first ``len(pose_position)`` columns are the position's axes listed there."""
+        return torch.zeros(view.qpos.shape[0], 0, dtype=torch.float32, device=view.qpos.device)
 
     def make_rng(self, seed: np.random.SeedSequence) -> np.random.RandomState:
         """The random source of one world's resets: a ``RandomState``, as dm_control's

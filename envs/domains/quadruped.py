@@ -36,6 +36,8 @@ class Quadruped(Domain):
     obs_dim = 78
     action_dim = 12
     position_axes = ("x", "y")
+    pose_dim = 4  # torso x, y and heading (the torso's forward axis in the floor plane)
+    pose_position = (0, 1)
 
     def __init__(self, task: str | None = None):
         super().__init__(task)
@@ -91,6 +93,12 @@ class Quadruped(Domain):
 
     def position(self, view: PhysicsView) -> torch.Tensor:
         return view.xpos[:, self.torso, :2].float()
+
+    def pose(self, view: PhysicsView) -> torch.Tensor:
+        # The egocentric observation has no yaw: without it no policy can head in a
+        # world direction. R[0,0], R[1,0]: the torso x-axis' world x and y components.
+        heading = view.xmat[:, self.torso][:, [0, 3]]
+        return torch.cat([view.xpos[:, self.torso, :2], heading], dim=1).float()
 
     def rewards(self, view: PhysicsView) -> dict[str, torch.Tensor]:
         # _upright_reward(deviation_angle=0): linear tolerance on torso zz, margin 2.

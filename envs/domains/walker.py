@@ -30,6 +30,8 @@ class Walker(Domain):
     obs_dim = 24
     action_dim = 6
     position_axes = ("x", "z")  # planar: forward and up
+    pose_dim = 1  # torso x (orientations and height are observed)
+    pose_position = (0,)
 
     def __init__(self, task: str | None = None):
         super().__init__(task)
@@ -65,6 +67,9 @@ class Walker(Domain):
 
     def position(self, view: PhysicsView) -> torch.Tensor:
         return view.xpos[:, self.torso][:, [0, 2]].float()
+
+    def pose(self, view: PhysicsView) -> torch.Tensor:
+        return view.xpos[:, self.torso, :1].float()
 
     def rewards(self, view: PhysicsView) -> dict[str, torch.Tensor]:
         height = view.xpos[:, self.torso, 2]
