@@ -27,9 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_all(agents: list[str], frames: int, run_root: Path) -> list[dict]:
+def train_all(agents: list[str], frames: int, run_root: Path, overrides=()) -> list[dict]:
     """Train the agents side by side, one process (one torch thread) each."""
-    processes = [(agent, subprocess.Popen(command(agent, frames, run_root), cwd=ROOT)) for agent in agents]
+    processes = [
+        (agent, subprocess.Popen([*command(agent, frames, run_root), *overrides], cwd=ROOT))
+        for agent in agents
+    ]
     results = []
     for agent, process in processes:
         if process.wait() != 0:
@@ -144,6 +147,9 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["ddpg", "sac"])
     parser.add_argument("--skip-learning", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="extra Hydra overrides for the training runs"
+    )
     parser.add_argument("--run-root", type=Path, default=ROOT / "runs" / "learn_check")
     args = parser.parse_args()
     print(f"# machine: {os.cpu_count()} CPUs, {platform.machine()}, python {platform.python_version()}")
@@ -157,7 +163,7 @@ def main() -> None:
         )
     if args.skip_learning:
         return
-    for r in train_all(args.agents, args.frames, args.run_root):
+    for r in train_all(args.agents, args.frames, args.run_root, args.override):
         agent = r["agent"]
         print(
             f"{agent}: final return {r['return']:.1f} at {args.frames} frames | "
