@@ -9,4 +9,4 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export URLB_WARP_CACHE="${URLB_WARP_CACHE:-$HOME/.cache/urlb/warp}"
 ruff check .
 ruff format --check .
-python -m pytest -q "$@"
+python -m pytest -q --durations=12 "$@"
