@@ -168,6 +168,11 @@ class ReplayBuffer:
             device=self.device,
         )
         self._columns = dict(self._storage.items())
+        # Which fields a sample reads at its first step and which at its last (next_*),
+        # settled once here rather than on every sample.
+        extras = [key for key in self._columns if key not in STEP_FIELDS]
+        self._start_keys = ("observation", "action", *(k for k in extras if not k.startswith("next_")))
+        self._end_keys = ("next_observation", *(k for k in extras if k.startswith("next_")))
 
     def _check(self, fields: dict[str, torch.Tensor]) -> None:
         """Keys, shapes, dtypes and devices against the storage: host metadata only."""
@@ -272,11 +277,8 @@ class ReplayBuffer:
         rows = (row[:, None] + self._offsets) % self.capacity_steps  # (B, n)
         window = rows * self.num_envs + world[:, None]  # (B, n) flat positions
         first, last = window[:, 0], window[:, -1]
-        extra_keys = [key for key in self._columns if key not in STEP_FIELDS]
-        at_end = [key for key in extra_keys if key.startswith("next_")]
-        at_start = [key for key in extra_keys if not key.startswith("next_")]
-        out = {key: self._take(key, first) for key in ("observation", "action", *at_start)}
-        out |= {key: self._take(key, last) for key in ("next_observation", *at_end)}
+        out = {key: self._take(key, first) for key in self._start_keys}
+        out |= {key: self._take(key, last) for key in self._end_keys}
         out["task_reward"] = (self._powers[:, None] * self._take("task_reward", window)).sum(1)
         out["discount"] = (~self._take("terminated", last)).float() * self.discount**self.nstep
         return TensorDict(out, batch_size=[len(row)], device=self.device)
