@@ -14,6 +14,7 @@ One online run (``urlb.runner.OnlineRunner``) calls an agent like this::
                    out["terminated"], out["truncated"], extras=agent.replay_extras(state))
         state = agent.observe(state, out)         # advance carried state: resample skills on
                                                   # schedule or where an episode ended
+        state = agent.adapt(replay, frames, state)  # data-driven switches (APS's task regression)
         td = out
         for _ in range(updates_due):              # update-to-data ratio from config
             metrics = agent.update(replay, step)  # a dict of 0-dim tensors; the logger places it
@@ -58,10 +59,16 @@ class RewardModel(nn.Module):
         skill_dim: size of the skill appended to the policy's and critic's input (0: none).
         nstep: the transition length the intrinsic reward is defined on, which pretraining's
             replay then uses whatever the preset says (METRA: 1), or None for the protocol's.
+        successor_features: the backbone's Q heads output ``skill_dim`` successor features
+            that the critic dots with the skill (APS), instead of one value.
+        transfer_whole_critic: finetuning copies the whole pretrained critic, Q heads too
+            (ProtoRL's ``init_from``), not URLB's default of the trunk alone.
     """
 
     skill_dim: int = 0
     nstep: int | None = None
+    successor_features: bool = False
+    transfer_whole_critic: bool = False
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         """The pretraining reward ``(B,)`` of a replay batch (n-step: ``observation`` and
@@ -85,6 +92,13 @@ class RewardModel(nn.Module):
 
     def finetune(self) -> None:
         """Switch to finetuning (e.g. fix how skills are chosen); called by ``init_from``."""
+
+    def adapt(self, replay, frame: int, state: TensorDict, task_index: int | None) -> TensorDict:
+        """Called by the runner after every env step with the replay, the frame count and
+        the carried state; returns the carried state. A model that changes course from the
+        data collected so far does it here (APS regresses its task vector from the first
+        finetuning frames). Must stay cheap when it has nothing to do: a host-side check."""
+        return state
 
 
 class SkillModel(RewardModel):
@@ -198,6 +212,20 @@ class Agent(nn.Module, abc.ABC):
         """The carried state after an env step (``step_output`` is ``env.step``'s TensorDict)."""
         return self.reward_model.observe(state, step_output) if self.reward_model is not None else state
 
+    def adapt(self, replay, frame: int, state: TensorDict) -> TensorDict:
+        """The carried state after the runner's step ``frame``, given the replay so far
+        (``RewardModel.adapt``)."""
+        if self.reward_model is None:
+            return state
+        return self.reward_model.adapt(replay, frame, state, self.task_index)
+
+    @property
+    def critic_task_dim(self) -> int:
+        """Successor-feature size of the Q heads (``RewardModel.successor_features``), 0 for
+        the usual scalar Q."""
+        model = self.reward_model
+        return self.skill_dim if model is not None and model.successor_features else 0
+
     def replay_extras(self, state: TensorDict) -> dict[str, torch.Tensor]:
         """Per-world values stored with each transition (the skill, for skill agents)."""
         return {"skill": state["skill"]} if self.skill_dim else {}
@@ -259,7 +287,11 @@ class Agent(nn.Module, abc.ABC):
             extrinsic = batch["task_reward"][:, self.task_index]
             return extrinsic, {"extrinsic_reward": extrinsic.mean()}
         intrinsic = self.intrinsic_reward(batch)
-        return intrinsic, {"intrinsic_reward": intrinsic.mean()}
+        return intrinsic, {
+            "intrinsic_reward": intrinsic.mean(),
+            "intrinsic_reward_std": intrinsic.std(),
+            "intrinsic_reward_max": intrinsic.max(),
+        }
 
     # -- transfer and checkpoints ----------------------------------------------------------------
     def init_from(self, pretrained: Agent) -> None:

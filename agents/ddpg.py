@@ -55,12 +55,15 @@ def critic_step(agent, observation, action, target) -> dict[str, torch.Tensor]:
 
 
 def transfer_actor_critic(agent, pretrained) -> None:
-    """URLB's transfer: the actor, and the critic trunk when ``agent.init_critic``; a reward
-    model (its skills) is copied and switched to finetuning."""
+    """URLB's transfer: the actor, and the critic trunk when ``agent.init_critic`` (the whole
+    critic for reward models with ``transfer_whole_critic``: ProtoRL); a reward model (its
+    skills) is copied and switched to finetuning."""
     hard_update(agent.actor, pretrained.actor)
     if agent.init_critic:
-        hard_update(agent.critic.trunk, pretrained.critic.trunk)
-        hard_update(agent.critic_target.trunk, pretrained.critic.trunk)
+        whole = agent.reward_model is not None and agent.reward_model.transfer_whole_critic
+        part = (lambda critic: critic) if whole else (lambda critic: critic.trunk)
+        hard_update(part(agent.critic), part(pretrained.critic))
+        hard_update(part(agent.critic_target), part(pretrained.critic))
     if agent.reward_model is not None:
         hard_update(agent.reward_model, pretrained.reward_model)
         agent.reward_model.finetune()
@@ -93,15 +96,21 @@ class DeterministicActor(nn.Module):
 
 
 class DoubleQCritic(nn.Module):
-    """URLB's critic: a shared LayerNorm trunk over (s, a) and two Q heads."""
+    """URLB's critic: a shared LayerNorm trunk over (s, a) and two Q heads.
 
-    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int):
+    With ``task_dim > 0`` the heads output successor features ``psi(s, a)`` of that size and
+    ``Q = psi(s, a) . w``, with ``w`` the last ``task_dim`` entries of the input (the task
+    vector appended as the skill): APS's critic (Liu & Abbeel 2021)."""
+
+    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int, task_dim: int = 0):
         super().__init__()
+        self.task_dim = task_dim
         self.trunk = layer_norm_trunk(input_dim + action_dim, hidden_dim)
+        out = task_dim if task_dim else 1
 
         def head():
             return nn.Sequential(
-                nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, 1)
+                nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out)
             )
 
         self.q1, self.q2 = head(), head()
@@ -109,7 +118,10 @@ class DoubleQCritic(nn.Module):
 
     def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(torch.cat([observation, action], dim=-1))
-        return self.q1(h).squeeze(-1), self.q2(h).squeeze(-1)
+        if not self.task_dim:
+            return self.q1(h).squeeze(-1), self.q2(h).squeeze(-1)
+        task = observation[:, -self.task_dim :]
+        return (self.q1(h) * task).sum(-1), (self.q2(h) * task).sum(-1)
 
 
 class DDPGAgent(Agent):
@@ -137,7 +149,7 @@ class DDPGAgent(Agent):
         self.init_critic = init_critic
         input_dim = obs_dim + self.skill_dim
         self.actor = DeterministicActor(input_dim, action_dim, hidden_dim)
-        self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim)
+        self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, self.critic_task_dim)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)

@@ -89,7 +89,7 @@ class SACAgent(Agent):
         self.init_critic = init_critic
         input_dim = obs_dim + self.skill_dim
         self.actor = GaussianActor(input_dim, action_dim, hidden_dim)
-        self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim)
+        self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, self.critic_task_dim)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_temperature)))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)

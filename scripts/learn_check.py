@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ def train_all(agents: list[str], frames: int, run_root: Path, overrides=()) -> l
 
 def command(agent: str, frames: int, run_root: Path) -> list[str]:
     run_dir = run_root / f"{agent}_walker_stand"
+    shutil.rmtree(run_dir, ignore_errors=True)  # each check starts afresh
     return [
         sys.executable,
         str(ROOT / "finetune.py"),

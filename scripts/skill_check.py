@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def command(agent: str, domain: str, seed: int, args, out: Path) -> list[str]:
     frames = args.frames
+    shutil.rmtree(out / agent / domain / f"seed_{seed}", ignore_errors=True)  # each check starts afresh
     return [
         sys.executable,
         str(ROOT / "pretrain.py"),

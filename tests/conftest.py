@@ -14,6 +14,10 @@ DATA = Path(__file__).resolve().parent / "data"
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("URLB_WARP_CACHE", str(ROOT / ".cache" / "warp"))
+# One torch thread, as the entry points use (``threads: 1``): OpenMP's spinning workers slow
+# small ops (orthogonal inits, tiny updates) many times over when the cores are shared with
+# MuJoCo's thread pool or another process.
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

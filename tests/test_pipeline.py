@@ -3,7 +3,9 @@ resume; determinism; configuration errors."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -22,9 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
 
 
-def entry(script: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+def entry(
+    script: str, *overrides: str, check: bool = True, multirun: bool = False
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    command = [sys.executable, str(ROOT / script), "preset=debug", "backend=cpu", "device=cpu", *overrides]
+    flags = ["--multirun"] if multirun else []
+    command = [
+        sys.executable,
+        str(ROOT / script),
+        *flags,
+        "preset=debug",
+        "backend=cpu",
+        "device=cpu",
+        *overrides,
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
@@ -35,33 +48,65 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("agent", ["ddpg", "sac", "diayn"])
-def test_pretrain_then_finetune(agent, tmp_path):
-    snapshots, pre, fine = tmp_path / "snapshots", tmp_path / "pre", tmp_path / "fine"
-    entry("pretrain.py", f"agent={agent}", "env=walker", f"snapshot_root={snapshots}", f"run_dir={pre}")
-    for frames in (1000, 2000):
-        assert (snapshots / agent / "walker" / "seed_1" / f"snapshot_{frames}.pt").exists()
-    # logs: TensorBoard events, CSVs, the resolved config and the git revision
-    assert list((pre / "tb").glob("events.out.tfevents.*"))
-    assert (pre / "train.csv").exists() and (pre / "config.yaml").exists()
-    assert "git_revision" in json.loads((pre / "run.json").read_text())
-    zero_shot = records(pre)
-    assert {r["task"] for r in zero_shot} == {"walker_stand", "walker_walk", "walker_run", "walker_flip"}
+AGENTS = ["ddpg", "sac", "diayn", "diayn_paper", "metra", "metra_discrete"]
+BASELINES = ["icm", "disagreement", "rnd", "icm_apt", "apt", "proto", "smm", "aps", "cic"]
 
+
+def test_every_agent_pretrains_then_finetunes(tmp_path):
+    """Plain DDPG and SAC, DIAYN and the URLB baselines, through the real entry points in
+    one Hydra multirun each (METRA has its own test below)."""
+    agents = ["ddpg", "sac", "diayn", *BASELINES]
+    snapshots = tmp_path / "snapshots"
+    common = [f"agent={','.join(agents)}", f"snapshot_root={snapshots}", "protocol.num_envs=4"]
+    entry(
+        "pretrain.py",
+        "env=walker",
+        "protocol.pretrain_frames=1000",
+        "protocol.snapshot_frames=[500,1000]",
+        f"run_dir={tmp_path}/pre/${{hydra:runtime.choices.agent}}",
+        f"hydra.sweep.dir={tmp_path}/multirun_pre",
+        *common,
+        multirun=True,
+    )
     entry(
         "finetune.py",
-        f"agent={agent}",
         "task=walker_walk",
-        "snapshot=1k",
-        f"snapshot_root={snapshots}",
-        f"run_dir={fine}",
+        "snapshot=500",
+        f"run_dir={tmp_path}/fine/${{hydra:runtime.choices.agent}}",
+        f"hydra.sweep.dir={tmp_path}/multirun_fine",
+        *common,
+        multirun=True,
     )
-    out = records(fine)
-    assert [r["frames"] for r in out] == [1000]
-    record = out[-1]
-    assert record["task"] == "walker_walk" and record["snapshot_frames"] == 1000
-    assert record["pretrain_frames"] == 2000 and record["finetune_frames"] == 1000
-    assert record["normalised_score"] == pytest.approx(record["return"] / 971.0)
+    for agent in agents:
+        pre, fine = tmp_path / "pre" / agent, tmp_path / "fine" / agent
+        for frames in (500, 1000):
+            assert (snapshots / agent / "walker" / "seed_1" / f"snapshot_{frames}.pt").exists(), agent
+        # logs: TensorBoard events, CSVs, the resolved config and the git revision
+        assert list((pre / "tb").glob("events.out.tfevents.*")), agent
+        assert (pre / "train.csv").exists() and (pre / "config.yaml").exists(), agent
+        assert "git_revision" in json.loads((pre / "run.json").read_text())
+        zero_shot = records(pre)
+        assert {r["task"] for r in zero_shot} == {"walker_stand", "walker_walk", "walker_run", "walker_flip"}
+        if agent in BASELINES:  # a live intrinsic reward: finite, and not the same for every sample
+            with open(pre / "train.csv") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("intrinsic_reward")]
+            assert rows and all(math.isfinite(float(r["intrinsic_reward"])) for r in rows), agent
+            assert max(float(r["intrinsic_reward_std"]) for r in rows) > 0, (
+                f"{agent}: constant intrinsic reward"
+            )
+        out = records(fine)
+        assert [r["frames"] for r in out] == [1000], agent
+        record = out[-1]
+        assert record["task"] == "walker_walk" and record["snapshot_frames"] == 500, agent
+        assert record["pretrain_frames"] == 1000 and record["finetune_frames"] == 1000, agent
+        assert record["normalised_score"] == pytest.approx(record["return"] / 971.0)
+    # SMM tried each of its skills and fixed the best; CIC pursued the fixed mean skill
+    selection = json.loads((tmp_path / "fine" / "smm" / "skill_selection.json").read_text())
+    returns = selection["returns"]
+    assert len(returns) == 4 and selection["chosen"] == max(range(4), key=returns.__getitem__)
+    assert not (tmp_path / "fine" / "cic" / "skill_selection.json").exists()
+    state = load_snapshot(tmp_path / "fine" / "cic" / "checkpoint.pt")["agent_state"]
+    assert torch.equal(state["skill"], torch.full((4, 64), 0.5))
 
 
 def test_metra_pretrain_measures_skills_and_finetune_fixes_the_best_skill(tmp_path):
@@ -183,8 +228,15 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert coverage[0] == coverage[1] and len(coverage[0].splitlines()) == 2
 
 
-@pytest.mark.parametrize("agent", ["ddpg", "sac", "diayn", "diayn_paper", "metra", "metra_discrete"])
-@pytest.mark.parametrize("env", ["walker", "quadruped", "jaco"])
+def test_every_agent_config_is_listed_here():
+    assert sorted(AGENTS + BASELINES) == sorted(p.stem for p in (ROOT / "configs" / "agent").glob("*.yaml"))
+
+
+# Env sizes do not change an agent's config: the baselines are composed on walker alone.
+@pytest.mark.parametrize(
+    ("agent", "env"),
+    [(a, e) for a in AGENTS for e in ("walker", "quadruped", "jaco")] + [(a, "walker") for a in BASELINES],
+)
 @pytest.mark.parametrize("preset", ["urlb", "small", "debug"])
 def test_every_config_composes_and_instantiates(agent, env, preset):
     from urlb.resolvers import register_resolvers
@@ -205,7 +257,8 @@ def test_every_config_composes_and_instantiates(agent, env, preset):
     if preset == "urlb":  # the published protocol, with each agent's published sizes
         assert cfg.protocol.finetune_frames == 100_000 and cfg.agent.hidden_dim == 1024
         assert cfg.protocol.snapshot_frames == [100_000, 500_000, 1_000_000, 2_000_000]
-        published_batch = {"ddpg": 1024, "diayn": 1024}.get(agent, 256)  # SAC papers: 256
+        urlb_ddpg = agent in ("ddpg", "diayn", *BASELINES)
+        published_batch = 1024 if urlb_ddpg else 256  # URLB's DDPG agents: 1024; SAC papers: 256
         assert cfg.agent.batch_size == published_batch
 
 
@@ -233,3 +286,29 @@ def test_snapshot_round_trip_and_transfer(tmp_path):
         assert torch.equal(a, b)
     assert torch.equal(fresh.critic.trunk[0].weight, pretrained.critic.trunk[0].weight)
     assert not torch.equal(fresh.critic.q1[0].weight, pretrained.critic.q1[0].weight)  # heads start fresh
+
+
+def test_a_fresh_run_never_appends_to_an_old_runs_records(tmp_path):
+    """Starting over in a folder that holds a run's records is refused; ``resume=true``
+    without a checkpoint (a run killed before its first one) redoes the records from 0."""
+    from omegaconf import OmegaConf
+
+    from urlb.experiment import run
+
+    class Runner:
+        evaluators, frame = (), 0
+
+        def resume(self):
+            return False
+
+        def run(self):
+            (tmp_path / "eval.jsonl").write_text('{"frames": 1000}\n')
+            return {}
+
+    (tmp_path / "eval.jsonl").write_text('{"frames": 1000}\n')
+    cfg = OmegaConf.create({"resume": False, "tensorboard": False, "console": False})
+    with pytest.raises(ValueError, match="already holds a run.*resume=true"):
+        run(Runner(), cfg, tmp_path, 1000, "finetune")
+    cfg.resume = True
+    run(Runner(), cfg, tmp_path, 1000, "finetune")
+    assert (tmp_path / "eval.jsonl").read_text().splitlines() == ['{"frames": 1000}']

@@ -18,6 +18,7 @@ from urlb.logging import Logger, write_run_info
 from urlb.replay import ReplayBuffer
 from urlb.runner import OnlineRunner, Schedule
 from urlb.skills import SkillEvaluator, select_skill
+from urlb.sweep import clear_complete, mark_complete
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,9 +97,20 @@ def schedule(cfg: DictConfig, total_frames: int, snapshot_frames=()) -> Schedule
 
 
 def run(runner: OnlineRunner, cfg: DictConfig, run_dir: Path, total: int, label: str) -> dict:
+    clear_complete(run_dir)  # a (re)started run is incomplete until pretrain/finetune mark it
     resumed = cfg.resume and runner.resume()
-    if cfg.resume and not resumed:
-        print(f"[{label}] resume=true but no checkpoint in {run_dir}: starting fresh")
+    if not resumed:
+        stale = [p for p in (run_dir / "eval.jsonl", *(e.records for e in runner.evaluators)) if p.exists()]
+        if stale and not cfg.resume:
+            raise ValueError(
+                f"{run_dir} already holds a run ({stale[0].name}); continue it with resume=true, or "
+                "start over in another run_dir (or delete that folder)"
+            )
+        if cfg.resume:
+            # A run killed before its first checkpoint: its records are redone from frame 0.
+            for path in stale:
+                path.unlink()
+            print(f"[{label}] resume=true but no checkpoint in {run_dir}: starting fresh")
     runner.logger = Logger(
         run_dir,
         total,
@@ -184,6 +196,7 @@ def pretrain(cfg: DictConfig) -> dict:
             "source": "pretrain replay",
         }
         replay.save_dataset(run_dir / "dataset", meta)
+    mark_complete(run_dir, record | {"frames": runner.frame})  # last: every output is on disk
     return result
 
 
@@ -279,4 +292,6 @@ def finetune(cfg: DictConfig) -> dict:
     runner = OnlineRunner(
         env, eval_env, agent, replay, None, schedule(cfg, total), run_dir, cfg.seed, record, task=task
     )
-    return run(runner, cfg, run_dir, total, "finetune")
+    result = run(runner, cfg, run_dir, total, "finetune")
+    mark_complete(run_dir, record | {"frames": runner.frame})  # last: every output is on disk
+    return result

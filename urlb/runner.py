@@ -107,6 +107,7 @@ class OnlineRunner:
         while self.frame < schedule.total_frames:
             previous = self.frame
             self.collect()
+            self.agent_state = self.agent.adapt(self.replay, self.frame, self.agent_state)
             self.train()
             if crossed(previous, self.frame, schedule.log_every_frames):
                 self.log_training(started, started_frame)

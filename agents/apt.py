@@ -1,0 +1,98 @@
+"""APT: "Behavior From the Void: Unsupervised Active Pre-Training" (Liu & Abbeel, NeurIPS
+2021), on the DDPG backbone as URLB runs it.
+
+The reward is a particle-based (k-nearest-neighbour) estimate of state entropy in a
+learned representation ``h``::
+
+    r = log(1 + mean_{j <= k} max(||h - h_j|| / c - clip, 0))
+
+over the other samples of the batch (``urlb.intrinsic.ParticleEntropy``). Two
+representations, chosen by ``representation``:
+
+* ``icm`` (config ``icm_apt``, the APT of URLB's tables): ``h`` is the trunk
+  Linear -> LayerNorm -> Tanh (512) of forward and inverse dynamics models trained with
+  ICM's losses (``urlb.intrinsic.ForwardInverseModel``); particles are the batch's first
+  states ``s``; k = 12, averaged, no running normalisation, clip 0 (URLB's ``icm_apt``).
+* ``contrastive`` (config ``apt``, the paper's independent representation): an encoder
+  trained apart from the policy by contrastive learning, InfoNCE between the embeddings of
+  ``s`` and of the state ``s'`` n steps later (on states there are no image augmentations;
+  temporal neighbours are the positive pairs) through a projection head; particles are the
+  next states ``s'``, distances divided by their running mean, clip 1e-4 (URLB's APT
+  settings for its independent-representation config).
+
+Transfer to finetuning: the backbone's; the representation rides along unused.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.base import RewardModel
+from urlb.intrinsic import ForwardInverseModel, ParticleEntropy, info_nce
+from urlb.nets import layer_norm_trunk, optimise, orthogonal_init
+
+
+class APT(RewardModel):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        representation: str = "icm",
+        hidden_dim: int = 1024,
+        lr: float = 1e-4,
+        rep_dim: int = 512,
+        knn_k: int = 12,
+        knn_average: bool = True,
+        knn_normaliser: str | None = None,
+        knn_clip: float = 0.0,
+        temperature: float = 0.5,
+    ):
+        super().__init__()
+        if representation not in ("icm", "contrastive"):
+            raise ValueError(f"APT representation must be 'icm' or 'contrastive', got {representation!r}")
+        self.representation = representation
+        self.temperature = temperature
+        if representation == "icm":
+            self.icm = ForwardInverseModel(obs_dim, action_dim, hidden_dim, rep_dim)
+            parameters = list(self.icm.parameters())
+        else:
+            self.encoder = nn.Sequential(
+                nn.Linear(obs_dim, hidden_dim), nn.ReLU(inplace=True), layer_norm_trunk(hidden_dim, rep_dim)
+            )
+            self.projector = nn.Sequential(
+                nn.Linear(rep_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, rep_dim)
+            )
+            self.encoder.apply(orthogonal_init)
+            self.projector.apply(orthogonal_init)
+            parameters = [*self.encoder.parameters(), *self.projector.parameters()]
+        self.entropy = ParticleEntropy(knn_k, knn_average, knn_normaliser, knn_clip)
+        self.optimiser = torch.optim.Adam(parameters, lr=lr)
+
+    def optimisers(self):
+        return {"representation": self.optimiser}
+
+    def particles(self, batch: TensorDict) -> torch.Tensor:
+        """The representation whose kNN entropy is the reward (see the module docstring)."""
+        if self.representation == "icm":
+            return self.icm.trunk(batch["observation"])
+        return self.encoder(batch["next_observation"])
+
+    def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
+        with torch.no_grad():
+            return self.entropy(self.particles(batch))
+
+    def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        if self.representation == "icm":
+            forward_error, backward_error = self.icm.errors(
+                batch["observation"], batch["action"], batch["next_observation"]
+            )
+            loss = forward_error.mean() + backward_error.mean()
+            optimise(self.optimiser, loss)
+            return {"apt_icm_loss": loss.detach()}
+        both = self.projector(self.encoder(torch.cat([batch["observation"], batch["next_observation"]])))
+        query, key = both.chunk(2)
+        loss = info_nce(query, key, self.temperature).mean()
+        optimise(self.optimiser, loss)
+        return {"apt_contrastive_loss": loss.detach()}

@@ -1,0 +1,145 @@
+"""SMM: "Efficient Exploration via State Marginal Matching" (Lee et al., 2019), on the DDPG
+backbone as URLB runs it.
+
+A mixture of ``skill_dim`` one-hot skills ``z`` (one per episode), a VAE density ``q(s|z)``
+over ``(s, z)`` (encoder and decoder of two 150-unit layers, code 128, KL weight 0.5,
+Adam 1e-2) and a skill discriminator ``d(z|s)`` (obs -> H -> H -> K, Adam 1e-3). With a
+uniform target ``p*(s)`` (dropped) the reward is::
+
+    r = c_s * ||VAE(s, z) - (s, z)||^2  +  c_z * log K  +  c_zs * CE(d(.|s), z)
+
+the reconstruction error standing for ``-log q(s|z)`` and the discriminator's
+cross-entropy for ``H[z|s]``; all coefficients are 1 (URLB's and the authors' released
+code, which both add the discriminator's cross-entropy: ``latent_cond_ent_coef=-1``
+instead rewards states from which the skill is predictable). Rewards are computed on the
+batch's first state ``s``, after this update's step of VAE and discriminator.
+
+Skills: a new random skill at the start of each episode. Finetuning rule: the skill whose
+deterministic rollout of the pretrained policy earns the most task reward, each skill
+tried once (``finetune_candidates`` = all K skills, ``urlb.skills.select_skill``) — the
+rule URLB's SMM describes; its released ``update_meta`` runs that search while
+*pretraining* and draws random skills while finetuning, an inverted condition we do not
+reproduce.
+
+Transfer to finetuning: the backbone's, and the chosen skill.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.base import SkillModel
+from agents.diayn import random_skills
+from urlb.nets import mlp, optimise, orthogonal_init
+
+
+class SkillVAE(nn.Module):
+    """SMM's VAE over ``x = (s, z)``: Gaussian code, squared-error reconstruction."""
+
+    def __init__(self, input_dim: int, hidden_dim: int = 150, code_dim: int = 128, beta: float = 0.5):
+        super().__init__()
+        self.beta, self.code_dim = beta, code_dim
+        self.encoder = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, 2 * code_dim),
+        )
+        self.decoder = mlp(code_dim, hidden_dim, input_dim)
+        self.apply(orthogonal_init)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss (beta * KL + mean squared error) and the per-sample summed squared error."""
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        code = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        squared_error = (self.decoder(code) - x).square()
+        return vae_loss(mu, logvar, squared_error, self.beta), squared_error.sum(dim=-1)
+
+
+def vae_loss(
+    mu: torch.Tensor, logvar: torch.Tensor, squared_error: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """``beta * KL(N(mu, exp(logvar)) || N(0, I))`` (summed over the code, mean over the
+    batch) plus the mean squared reconstruction error."""
+    kl = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(dim=-1).mean()
+    return beta * kl + squared_error.mean()
+
+
+def smm_reward(
+    reconstruction_error: torch.Tensor,
+    discriminator_ce: torch.Tensor,
+    skill_dim: int,
+    state_ent_coef: float = 1.0,
+    latent_ent_coef: float = 1.0,
+    latent_cond_ent_coef: float = 1.0,
+) -> torch.Tensor:
+    """``c_s * reconstruction_error + c_z * log K + c_zs * discriminator_ce``, all ``(B,)``."""
+    return (
+        state_ent_coef * reconstruction_error
+        + latent_ent_coef * math.log(skill_dim)
+        + latent_cond_ent_coef * discriminator_ce
+    )
+
+
+class SMM(SkillModel):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        skill_dim: int = 4,
+        hidden_dim: int = 1024,
+        discriminator_lr: float = 1e-3,
+        vae_lr: float = 1e-2,
+        vae_beta: float = 0.5,
+        state_ent_coef: float = 1.0,
+        latent_ent_coef: float = 1.0,
+        latent_cond_ent_coef: float = 1.0,
+        update_skill_every_step: int = 0,
+    ):
+        super().__init__(skill_dim, update_skill_every_step)
+        if skill_dim < 2:
+            raise ValueError(f"SMM needs at least 2 skills, got {skill_dim}")
+        self.coefs = (state_ent_coef, latent_ent_coef, latent_cond_ent_coef)
+        self.vae = SkillVAE(obs_dim + skill_dim, beta=vae_beta)
+        self.discriminator = mlp(obs_dim, hidden_dim, skill_dim)
+        self.discriminator.apply(orthogonal_init)
+        self.vae_opt = torch.optim.Adam(self.vae.parameters(), lr=vae_lr)
+        self.discriminator_opt = torch.optim.Adam(self.discriminator.parameters(), lr=discriminator_lr)
+
+    def optimisers(self):
+        return {"vae": self.vae_opt, "discriminator": self.discriminator_opt}
+
+    def sample_skills(self, num: int, device) -> torch.Tensor:
+        return random_skills(num, self.skill_dim, device)
+
+    def finetune_candidates(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """Every skill, each tried once."""
+        return torch.eye(self.skill_dim, device=self.fixed_skill.device)
+
+    def _terms(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        observation, skill = batch["observation"], batch["skill"]
+        vae_loss_value, reconstruction_error = self.vae(torch.cat([observation, skill], dim=-1))
+        ce = nn.functional.cross_entropy(
+            self.discriminator(observation), skill.argmax(dim=1), reduction="none"
+        )
+        return vae_loss_value, reconstruction_error, ce, skill
+
+    def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
+        with torch.no_grad():
+            _, reconstruction_error, ce, _ = self._terms(batch)
+        return smm_reward(reconstruction_error, ce, self.skill_dim, *self.coefs)
+
+    def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        vae_loss_value, reconstruction_error, ce, _ = self._terms(batch)
+        optimise(self.vae_opt, vae_loss_value)
+        optimise(self.discriminator_opt, ce.mean())
+        return {
+            "smm_vae_loss": vae_loss_value.detach(),
+            "smm_discriminator_loss": ce.mean().detach(),
+            "smm_reconstruction_error": reconstruction_error.mean().detach(),
+        }
