@@ -54,15 +54,17 @@ BASELINES = ["icm", "disagreement", "rnd", "icm_apt", "apt", "proto", "smm", "ap
 
 def test_every_agent_pretrains_then_finetunes(tmp_path):
     """Plain DDPG and SAC, DIAYN and the URLB baselines, through the real entry points in
-    one Hydra multirun each (METRA has its own test below)."""
+    one Hydra multirun each (METRA has its own test below). On jaco, whose 250-step episodes
+    keep the evaluations short."""
     agents = ["ddpg", "sac", "diayn", *BASELINES]
     snapshots = tmp_path / "snapshots"
     common = [f"agent={','.join(agents)}", f"snapshot_root={snapshots}", "protocol.num_envs=4"]
+    common += ["protocol.finetune_frames=600"]
     entry(
         "pretrain.py",
-        "env=walker",
-        "protocol.pretrain_frames=1000",
-        "protocol.snapshot_frames=[500,1000]",
+        "env=jaco",
+        "protocol.pretrain_frames=600",
+        "protocol.snapshot_frames=[300,600]",
         f"run_dir={tmp_path}/pre/${{hydra:runtime.choices.agent}}",
         f"hydra.sweep.dir={tmp_path}/multirun_pre",
         *common,
@@ -70,8 +72,8 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
     )
     entry(
         "finetune.py",
-        "task=walker_walk",
-        "snapshot=500",
+        "task=jaco_reach_top_left",
+        "snapshot=300",
         f"run_dir={tmp_path}/fine/${{hydra:runtime.choices.agent}}",
         f"hydra.sweep.dir={tmp_path}/multirun_fine",
         *common,
@@ -79,14 +81,15 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
     )
     for agent in agents:
         pre, fine = tmp_path / "pre" / agent, tmp_path / "fine" / agent
-        for frames in (500, 1000):
-            assert (snapshots / agent / "walker" / "seed_1" / f"snapshot_{frames}.pt").exists(), agent
+        for frames in (300, 600):
+            assert (snapshots / agent / "jaco" / "seed_1" / f"snapshot_{frames}.pt").exists(), agent
         # logs: TensorBoard events, CSVs, the resolved config and the git revision
         assert list((pre / "tb").glob("events.out.tfevents.*")), agent
         assert (pre / "train.csv").exists() and (pre / "config.yaml").exists(), agent
         assert "git_revision" in json.loads((pre / "run.json").read_text())
         zero_shot = records(pre)
-        assert {r["task"] for r in zero_shot} == {"walker_stand", "walker_walk", "walker_run", "walker_flip"}
+        corners = ("top_left", "top_right", "bottom_left", "bottom_right")
+        assert {r["task"] for r in zero_shot} == {f"jaco_reach_{c}" for c in corners}
         if agent in BASELINES:  # a live intrinsic reward: finite, and not the same for every sample
             with open(pre / "train.csv") as f:
                 rows = [r for r in csv.DictReader(f) if r.get("intrinsic_reward")]
@@ -95,11 +98,11 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
                 f"{agent}: constant intrinsic reward"
             )
         out = records(fine)
-        assert [r["frames"] for r in out] == [1000], agent
+        assert [r["frames"] for r in out] == [600], agent
         record = out[-1]
-        assert record["task"] == "walker_walk" and record["snapshot_frames"] == 500, agent
-        assert record["pretrain_frames"] == 1000 and record["finetune_frames"] == 1000, agent
-        assert record["normalised_score"] == pytest.approx(record["return"] / 971.0)
+        assert record["task"] == "jaco_reach_top_left" and record["snapshot_frames"] == 300, agent
+        assert record["pretrain_frames"] == 600 and record["finetune_frames"] == 600, agent
+        assert record["normalised_score"] == pytest.approx(record["return"] / 191.0)
     # SMM tried each of its skills and fixed the best; CIC pursued the fixed mean skill
     selection = json.loads((tmp_path / "fine" / "smm" / "skill_selection.json").read_text())
     returns = selection["returns"]
