@@ -121,21 +121,22 @@ class SMM(SkillModel):
         """Every skill, each tried once."""
         return torch.eye(self.skill_dim, device=self.fixed_skill.device)
 
-    def _terms(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _terms(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """VAE loss, per-sample reconstruction error and discriminator cross-entropy."""
         observation, skill = batch["observation"], batch["skill"]
         vae_loss_value, reconstruction_error = self.vae(torch.cat([observation, skill], dim=-1))
         ce = nn.functional.cross_entropy(
             self.discriminator(observation), skill.argmax(dim=1), reduction="none"
         )
-        return vae_loss_value, reconstruction_error, ce, skill
+        return vae_loss_value, reconstruction_error, ce
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         with torch.no_grad():
-            _, reconstruction_error, ce, _ = self._terms(batch)
+            _, reconstruction_error, ce = self._terms(batch)
         return smm_reward(reconstruction_error, ce, self.skill_dim, *self.coefs)
 
     def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        vae_loss_value, reconstruction_error, ce, _ = self._terms(batch)
+        vae_loss_value, reconstruction_error, ce = self._terms(batch)
         optimise(self.vae_opt, vae_loss_value)
         optimise(self.discriminator_opt, ce.mean())
         return {

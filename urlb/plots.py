@@ -47,6 +47,12 @@ def _tidy(axis) -> None:
     axis.grid(True, axis="x", alpha=0.25)
 
 
+def _interval_bar(axis, position: float, interval, colour) -> None:
+    """An interval as a horizontal bar at ``position``, its point estimate as a black tick."""
+    axis.barh(position, interval.high - interval.low, left=interval.low, height=0.6, color=colour, alpha=0.75)
+    axis.vlines(interval.point, position - 0.3, position + 0.3, color="k", linewidth=1.5)
+
+
 def aggregate_figure(report: Report, path: Path) -> Path:
     """Median, IQM, mean and optimality gap: a bar over each method's interval, a tick at its
     point estimate; published rows as hatched diamonds."""
@@ -59,16 +65,7 @@ def aggregate_figure(report: Report, path: Path) -> Path:
     for axis, metric in zip(axes, AGGREGATES, strict=True):
         for position, name in enumerate(reversed(labels)):
             if name in report.methods:
-                interval = report.intervals[name][metric]
-                axis.barh(
-                    position,
-                    interval.high - interval.low,
-                    left=interval.low,
-                    height=0.6,
-                    color=colours[name],
-                    alpha=0.75,
-                )
-                axis.vlines(interval.point, position - 0.3, position + 0.3, color="k", linewidth=1.5)
+                _interval_bar(axis, position, report.intervals[name][metric], colours[name])
             else:
                 row = next(row for row in report.published if row.name == name)
                 axis.scatter(
@@ -106,10 +103,7 @@ def profile_figure(report: Report, path: Path) -> Path:
         axis.plot(report.taus, profile, color=colours[name], linewidth=2, label=name)
         axis.fill_between(report.taus, low, high, color=colours[name], alpha=0.2)
     for row in report.published:
-        from urlb.evaluate import EXPERT_SCORES
-
-        scores = np.array([row.returns[task] / EXPERT_SCORES[task] for task in row.tasks])
-        fractions = (scores[None, :] > report.taus[:, None]).mean(axis=1)
+        fractions = (row.scores[None, :] > report.taus[:, None]).mean(axis=1)
         axis.plot(
             report.taus, fractions, linestyle="--", color=colours[row.name], label=f"{row.name}, task means"
         )
@@ -134,16 +128,7 @@ def improvement_figure(report: Report, path: Path) -> Path:
     colours = _colours(report)
     figure, axis = plt.subplots(figsize=(5.5, 0.8 + 0.5 * len(pairs)))
     for position, (x, y) in enumerate(reversed(pairs)):
-        interval = report.improvement[(x, y)]
-        axis.barh(
-            position,
-            interval.high - interval.low,
-            left=interval.low,
-            height=0.6,
-            color=colours[x],
-            alpha=0.75,
-        )
-        axis.vlines(interval.point, position - 0.3, position + 0.3, color="k", linewidth=1.5)
+        _interval_bar(axis, position, report.improvement[(x, y)], colours[x])
     axis.set_yticks(range(len(pairs)), [f"{x} vs {y}" for x, y in reversed(pairs)])
     axis.axvline(0.5, color="k", linestyle="--", linewidth=1, alpha=0.6)
     axis.set_xlim(0, 1)

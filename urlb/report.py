@@ -327,6 +327,13 @@ class PublishedRow:
     returns: dict[str, float]
     aggregates: dict[str, float]
 
+    @property
+    def scores(self) -> np.ndarray:
+        """Expert-normalised task means ``(tasks,)``, in ``tasks`` order."""
+        from urlb.evaluate import EXPERT_SCORES
+
+        return np.array([self.returns[task] / EXPERT_SCORES[task] for task in self.tasks])
+
 
 @dataclass
 class Report:
@@ -349,8 +356,6 @@ class Report:
 
 def published_rows(names: Sequence[str], tasks: Sequence[str], measured: Sequence[str]) -> tuple[list, list]:
     """Reference rows for ``names`` (``auto``: those matching a measured agent; ``all``)."""
-    from urlb.evaluate import EXPERT_SCORES
-
     if list(names) == ["all"]:
         names = list(PUBLISHED_RETURNS)
     elif list(names) == ["auto"]:
@@ -372,9 +377,9 @@ def published_rows(names: Sequence[str], tasks: Sequence[str], measured: Sequenc
             notes.append(
                 f"{method} (published) has no value for {lacking}; its aggregates use {len(have)} tasks"
             )
-        scores = np.array([[values[task] / EXPERT_SCORES[task] for task in have]])
-        aggregates = {metric: float(aggregate(scores)) for metric, aggregate in AGGREGATES.items()}
-        rows.append(PublishedRow(f"{method} (published)", have, {t: values[t] for t in have}, aggregates))
+        row = PublishedRow(f"{method} (published)", have, {t: values[t] for t in have}, {})
+        row.aggregates.update({metric: float(f(row.scores[None])) for metric, f in AGGREGATES.items()})
+        rows.append(row)
     return rows, notes
 
 
