@@ -19,6 +19,9 @@ representations, chosen by ``representation``:
   temporal neighbours are the positive pairs) through a projection head; particles are the
   next states ``s'``, distances divided by their running mean, clip 1e-4 (URLB's APT
   settings for its independent-representation config).
+* ``identity`` (config ``dreamer_apt``): the input itself, nothing trained; particles are
+  the next states. For inputs that are already a learned representation: a world model's
+  latent features (Rajeswar et al. 2023 take the kNN entropy of Dreamer's latent states).
 
 Transfer to finetuning: the backbone's; the representation rides along unused.
 """
@@ -50,14 +53,16 @@ class APT(RewardModel):
         temperature: float = 0.5,
     ):
         super().__init__()
-        if representation not in ("icm", "contrastive"):
-            raise ValueError(f"APT representation must be 'icm' or 'contrastive', got {representation!r}")
+        if representation not in ("icm", "contrastive", "identity"):
+            raise ValueError(
+                f"APT representation must be 'icm', 'contrastive' or 'identity', got {representation!r}"
+            )
         self.representation = representation
         self.temperature = temperature
         if representation == "icm":
             self.icm = ForwardInverseModel(obs_dim, action_dim, hidden_dim, rep_dim)
             parameters = list(self.icm.parameters())
-        else:
+        elif representation == "contrastive":
             self.encoder = nn.Sequential(
                 nn.Linear(obs_dim, hidden_dim), nn.ReLU(inplace=True), layer_norm_trunk(hidden_dim, rep_dim)
             )
@@ -67,16 +72,20 @@ class APT(RewardModel):
             self.encoder.apply(orthogonal_init)
             self.projector.apply(orthogonal_init)
             parameters = [*self.encoder.parameters(), *self.projector.parameters()]
+        else:
+            parameters = []
         self.entropy = ParticleEntropy(knn_k, knn_average, knn_normaliser, knn_clip)
-        self.optimiser = torch.optim.Adam(parameters, lr=lr)
+        self.optimiser = torch.optim.Adam(parameters, lr=lr) if parameters else None
 
     def optimisers(self):
-        return {"representation": self.optimiser}
+        return {"representation": self.optimiser} if self.optimiser is not None else {}
 
     def particles(self, batch: TensorDict) -> torch.Tensor:
         """The representation whose kNN entropy is the reward (see the module docstring)."""
         if self.representation == "icm":
             return self.icm.trunk(batch["observation"])
+        if self.representation == "identity":
+            return batch["next_observation"]
         return self.encoder(batch["next_observation"])
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
@@ -84,6 +93,8 @@ class APT(RewardModel):
             return self.entropy(self.particles(batch))
 
     def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        if self.representation == "identity":
+            return {}
         if self.representation == "icm":
             forward_error, backward_error = self.icm.errors(
                 batch["observation"], batch["action"], batch["next_observation"]

@@ -28,7 +28,9 @@ Families fit it as follows:
 * skill agents keep a skill per world in ``state["skill"]``, resample it in ``observe``,
   store it through ``replay_extras`` and pick one at finetune time in ``init_from``;
 * recurrent agents (world models, decision transformers) keep their carried latent in
-  ``state`` and reset it in ``observe`` where ``out["done"]``;
+  ``state``, advance it in ``act`` (in place: ``act`` sees each observation once) and reset
+  it in ``observe`` where ``out["done"]``; sequence learners size the replay's windows
+  (``replay_nstep``) and sample them with ``replay.sample_sequences``;
 * dataset agents are pretrained by ``urlb.offline`` calling ``update`` with a dataset
   sampler in place of ``replay``; they act online through the same ``act``.
 
@@ -194,6 +196,12 @@ class Agent(nn.Module, abc.ABC):
             partial in the configs), or None for the plain backbone.
     """
 
+    # An agent's own update-to-data ratio, used by the runner in place of the protocol's
+    # (world models: DreamerV2's one update every 10 env steps); None: the protocol's.
+    updates_per_frame: float | None = None
+    # Dataset agents (PDT) pretrain offline from a reward-free dataset (``urlb.offline``).
+    pretrains_offline: bool = False
+
     def __init__(self, obs_dim: int, action_dim: int, reward_model=None):
         super().__init__()
         self.obs_dim = obs_dim
@@ -201,6 +209,19 @@ class Agent(nn.Module, abc.ABC):
         self.task_index: int | None = None
         self.reward_model = reward_model(obs_dim=obs_dim, action_dim=action_dim) if reward_model else None
         self.skill_dim = self.reward_model.skill_dim if self.reward_model is not None else 0
+
+    def replay_nstep(self, phase: str) -> int | None:
+        """The replay window this agent samples in ``phase`` ("pretrain" or "finetune"), or
+        None for the protocol's n-step: a reward model's own horizon while pretraining
+        (METRA: 1); sequence agents' sequence length."""
+        if phase == "pretrain" and self.reward_model is not None:
+            return self.reward_model.nstep
+        return None
+
+    def prepare_offline(self, sampler) -> None:
+        """Dataset agents: whatever they take from the whole dataset before the first offline
+        update (PDT: the state normaliser's statistics); ``sampler`` is a
+        :class:`urlb.datasets.DatasetSampler`."""
 
     # -- carried state ----------------------------------------------------------------------
     def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:

@@ -41,3 +41,15 @@ rows = list(csv.DictReader(open("/tmp/urlb_gpu_metra/time.csv")))
 coverage = [json.loads(l) for l in open("/tmp/urlb_gpu_metra/skills/coverage.jsonl")]
 print(f"metra on CUDA (quadruped, 64 worlds): {float(rows[-1]['fps']):.0f} frames/s, coverage {coverage}")
 PY
+# Plan2Explore + Dreamer on CUDA at Rajeswar et al.'s sizes (50 x 50 sequences, 32x32
+# latents, 4x400 heads, one update every 10 env steps): sequence replay on the GPU.
+python3 pretrain.py agent=plan2explore env=walker device=cuda backend=warp threads=null \
+  protocol.num_envs=8 protocol.pretrain_frames=24000 protocol.snapshot_frames=[] \
+  protocol.eval_every_frames=24000 run_dir=/tmp/urlb_gpu_p2e snapshot_root=/tmp/urlb_gpu_snapshots
+python3 - <<'PY'
+import csv
+rows = list(csv.DictReader(open("/tmp/urlb_gpu_p2e/time.csv")))
+last = rows[-1]
+print(f"plan2explore on CUDA (urlb sizes, walker, 8 worlds): {float(last['fps']):.0f} frames/s, "
+      f"{float(last['updates']) / float(last['elapsed_s']):.2f} updates/s")
+PY

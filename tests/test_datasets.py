@@ -1,5 +1,5 @@
 """Datasets on disk: round trip, corruption caught with a message naming the file, no
-unpickling, and a real replay written and read back."""
+unpickling, a real replay written and read back, and the Minari export loaded back by Minari."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from envs import make_env
-from urlb.datasets import DatasetError, _manifest_checksum, _sha256, read_dataset, write_dataset
+from urlb.datasets import (
+    DatasetError,
+    _manifest_checksum,
+    _sha256,
+    episode_boundaries,
+    export_minari,
+    read_dataset,
+    write_dataset,
+)
 from urlb.replay import ReplayBuffer
 
 META = {"domain": "walker", "agent": "random", "frames": 60, "seed": 0}
@@ -150,3 +158,38 @@ def test_real_replay_to_dataset_and_back(tmp_path):
     same_world = arrays["world"][1:] == arrays["world"][:-1]
     chained = arrays["next_observation"][:-1] == arrays["observation"][1:]
     assert torch.all(chained[same_world])
+
+
+# Minari's advisory warnings about metadata the export has no value for (env spec, e-mail...).
+@pytest.mark.filterwarnings("ignore::UserWarning:minari")
+def test_minari_export_loads_back_in_minari(tmp_path, monkeypatch):
+    minari = pytest.importorskip("minari", reason="minari is not installed (pip install 'minari[hdf5]')")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    generator = torch.Generator().manual_seed(0)
+    rows = 14  # world 0: an episode truncated at row 4, then rows 5-7 cut; world 1: rows 8-13
+    truncated = torch.zeros(rows, dtype=torch.bool)
+    truncated[[4, 13]] = True
+    observation = torch.randn(rows, 5, generator=generator)
+    arrays = {
+        "observation": observation,
+        "next_observation": observation + 0.5,
+        "action": torch.rand(rows, 2, generator=generator) * 2 - 1,
+        "task_reward": torch.rand(rows, 3, generator=generator),
+        "terminated": torch.zeros(rows, dtype=torch.bool),
+        "truncated": truncated,
+        "world": torch.tensor([0] * 8 + [1] * 6),
+    }
+    meta = META | {"task_names": ["walker_stand", "walker_walk", "walker_run"]}
+    path = write_dataset(tmp_path / "walker_random", arrays, meta)
+    export_minari(path, "urlb/walker-random-v0", task="walker_walk", author="urlb tests")
+    loaded = minari.load_dataset("urlb/walker-random-v0")
+    assert (loaded.total_episodes, loaded.total_steps) == (3, rows)
+    starts, ends = episode_boundaries(arrays)
+    for episode, start, end in zip(loaded.iterate_episodes(), starts.tolist(), ends.tolist(), strict=True):
+        expected_observations = torch.cat([observation[start:end], arrays["next_observation"][end - 1 : end]])
+        assert np.array_equal(episode.observations, expected_observations.numpy())
+        assert np.array_equal(episode.actions, arrays["action"][start:end].numpy())
+        assert np.array_equal(episode.rewards, arrays["task_reward"][start:end, 1].numpy())
+        assert np.array_equal(episode.truncations, truncated[start:end].numpy())
+    with pytest.raises(ValueError, match="its tasks are walker_stand, walker_walk, walker_run"):
+        export_minari(path, "urlb/walker-random-v1", task="walker_flip")

@@ -50,13 +50,15 @@ def records(run_dir: Path) -> list[dict]:
 
 AGENTS = ["ddpg", "sac", "diayn", "diayn_paper", "metra", "metra_discrete"]
 BASELINES = ["icm", "disagreement", "rnd", "icm_apt", "apt", "proto", "smm", "aps", "cic"]
+WORLD_MODELS = ["dreamer", "plan2explore", "dreamer_rnd", "dreamer_apt"]
+OFFLINE = ["pdt", "supe"]  # dataset agents: pretrain.py ... dataset=<path>
 
 
 def test_every_agent_pretrains_then_finetunes(tmp_path):
-    """Plain DDPG and SAC, DIAYN and the URLB baselines, through the real entry points in
-    one Hydra multirun each (METRA has its own test below). On jaco, whose 250-step episodes
-    keep the evaluations short."""
-    agents = ["ddpg", "sac", "diayn", *BASELINES]
+    """Plain DDPG and SAC, DIAYN, the URLB baselines and Dreamer with Plan2Explore, through
+    the real entry points in one Hydra multirun each (METRA has its own test below). On
+    jaco, whose 250-step episodes keep the evaluations short."""
+    agents = ["ddpg", "sac", "diayn", *BASELINES, "plan2explore"]
     snapshots = tmp_path / "snapshots"
     common = [f"agent={','.join(agents)}", f"snapshot_root={snapshots}", "protocol.num_envs=4"]
     common += ["protocol.finetune_frames=600"]
@@ -97,6 +99,12 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
             assert max(float(r["intrinsic_reward_std"]) for r in rows) > 0, (
                 f"{agent}: constant intrinsic reward"
             )
+        if agent == "plan2explore":  # disagreement rewards the imagined transitions
+            with open(pre / "train.csv") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("imagined_reward_std")]
+            assert rows and max(float(r["imagined_reward_std"]) for r in rows) > 0
+            with open(fine / "train.csv") as f:
+                assert any(r.get("reward_mse") for r in csv.DictReader(f))  # the reward head learns
         out = records(fine)
         assert [r["frames"] for r in out] == [600], agent
         record = out[-1]
@@ -232,13 +240,15 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_every_agent_config_is_listed_here():
-    assert sorted(AGENTS + BASELINES) == sorted(p.stem for p in (ROOT / "configs" / "agent").glob("*.yaml"))
+    listed = AGENTS + BASELINES + WORLD_MODELS + OFFLINE
+    assert sorted(listed) == sorted(p.stem for p in (ROOT / "configs" / "agent").glob("*.yaml"))
 
 
 # Env sizes do not change an agent's config: the baselines are composed on walker alone.
 @pytest.mark.parametrize(
     ("agent", "env"),
-    [(a, e) for a in AGENTS for e in ("walker", "quadruped", "jaco")] + [(a, "walker") for a in BASELINES],
+    [(a, e) for a in AGENTS for e in ("walker", "quadruped", "jaco")]
+    + [(a, "walker") for a in BASELINES + WORLD_MODELS + OFFLINE],
 )
 @pytest.mark.parametrize("preset", ["urlb", "small", "debug"])
 def test_every_config_composes_and_instantiates(agent, env, preset):
@@ -257,12 +267,133 @@ def test_every_config_composes_and_instantiates(agent, env, preset):
             "finetune", overrides=[f"agent={agent}", f"task={task}", "snapshot=2M", f"preset={preset}"]
         )
         assert fine.protocol.finetune_frames > 0
-    if preset == "urlb":  # the published protocol, with each agent's published sizes
+    if preset == "urlb" and agent in WORLD_MODELS:  # Rajeswar et al.: 4x400 heads, 50 x 50 batches
+        assert cfg.agent.hidden_dim == 400 and cfg.agent.batch_size == 2500 and cfg.agent.batch_length == 50
+        assert cfg.protocol.finetune_frames == 100_000
+    elif preset == "urlb" and agent == "pdt":  # PDT's reference: 512-wide tokens, 256 windows
+        assert cfg.agent.hidden_dim == 512 and cfg.agent.batch_size == 256 and cfg.agent.context_length == 20
+        assert cfg.offline.updates == 50_000 and cfg.protocol.finetune_frames == 100_000
+    elif preset == "urlb" and agent == "supe":  # SUPE's reference: 256 wide, 256 segments of 4 steps
+        assert cfg.agent.hidden_dim == 256 and cfg.agent.batch_size == 256 and cfg.agent.horizon == 4
+        assert cfg.agent.dataset is None and fine.agent.dataset is None
+    elif preset == "urlb":  # the published protocol, with each agent's published sizes
         assert cfg.protocol.finetune_frames == 100_000 and cfg.agent.hidden_dim == 1024
         assert cfg.protocol.snapshot_frames == [100_000, 500_000, 1_000_000, 2_000_000]
         urlb_ddpg = agent in ("ddpg", "diayn", *BASELINES)
         published_batch = 1024 if urlb_ddpg else 256  # URLB's DDPG agents: 1024; SAC papers: 256
         assert cfg.agent.batch_size == published_batch
+
+
+@pytest.fixture(scope="module")
+def random_jaco_dataset(tmp_path_factory) -> Path:
+    """500 transitions of uniform random actions in 2 jaco worlds (two 250-step episodes each),
+    shared by the offline agents' tests (they only read it)."""
+    from envs import make_env
+    from urlb.collect import RandomPolicy, collect_dataset
+
+    env = make_env("jaco", 2, backend="cpu", device="cpu", seed=0)
+    policy = RandomPolicy(env.action_dim, torch.Generator().manual_seed(0))
+    out = tmp_path_factory.mktemp("datasets") / "jaco_random"
+    return collect_dataset(env, policy, 500, out, {"domain": "jaco", "agent": "random"})
+
+
+def test_pdt_pretrains_offline_then_finetunes_online(tmp_path, random_jaco_dataset):
+    """A random jaco dataset -> offline pretraining (snapshots and zero-shot records in
+    updates) -> online finetuning with the shared runner, whose return predictor learns.
+    Contexts of 4 steps and one layer keep it to CPU seconds."""
+    dataset = random_jaco_dataset
+    small = ["agent=pdt", "agent.context_length=4", "agent.eval_context_length=2", "agent.num_layers=1"]
+    snapshots, pre, fine = tmp_path / "snapshots", tmp_path / "pre", tmp_path / "fine"
+    offline = ["offline.updates=20", "offline.snapshot_updates=[10,20]", "offline.eval_every_updates=20"]
+    result = entry(
+        "pretrain.py",
+        *small,
+        "env=jaco",
+        f"dataset={dataset}",
+        *offline,
+        f"snapshot_root={snapshots}",
+        f"run_dir={pre}",
+    )
+    assert "offline from" in result.stdout
+    for updates in (10, 20):
+        snapshot = load_snapshot(snapshots / "pdt" / "jaco" / "seed_1" / f"snapshot_{updates}.pt")
+        assert snapshot["updates"] == updates and snapshot["config"]["protocol"]["pretrain_frames"] == 500
+    zero_shot = records(pre)
+    corners = ("top_left", "top_right", "bottom_left", "bottom_right")
+    assert [(r["updates"], r["task"]) for r in zero_shot] == [(20, f"jaco_reach_{c}") for c in corners]
+    assert json.loads((pre / "complete.json").read_text())["updates"] == 20
+
+    entry(
+        "finetune.py",
+        *small,
+        "task=jaco_reach_top_left",
+        "snapshot=20",
+        "agent.return_warmup_updates=20",
+        "protocol.finetune_frames=600",
+        "protocol.checkpoint_every_frames=600",
+        f"snapshot_root={snapshots}",
+        f"run_dir={fine}",
+    )
+    record = records(fine)[-1]
+    assert record["frames"] == 600 and record["snapshot_frames"] == 20 and record["pretrain_frames"] == 500
+    agent = load_snapshot(checkpoint_path(fine))["agent"]["modules"]
+    assert int(agent["finetune_updates"]) == 60  # (600 - 400 seed frames) * 0.3 updates per frame
+    pretrained = snapshot["agent"]
+    assert not torch.equal(agent["return_head.mean.weight"], pretrained["return_head.mean.weight"])
+    assert not torch.equal(
+        agent["transformer.blocks.0.qkv.weight"], pretrained["transformer.blocks.0.qkv.weight"]
+    )
+    with open(fine / "train.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("return_nll")]
+    assert rows and all(math.isfinite(float(r["return_nll"])) for r in rows)
+
+
+def test_supe_pretrains_offline_then_finetunes_online(tmp_path, random_jaco_dataset):
+    """A random jaco dataset -> the skill VAE pretrained offline (snapshots and zero-shot
+    records in updates) -> the high-level policy finetuned online with the shared runner on
+    replay segments and prior ones read again from the dataset path the snapshot's config
+    keeps; the skills stay frozen. 50 updates of two critic minibatches keep it to CPU seconds."""
+    dataset = random_jaco_dataset
+    snapshots, pre, fine = tmp_path / "snapshots", tmp_path / "pre", tmp_path / "fine"
+    offline = ["offline.updates=20", "offline.snapshot_updates=[20]", "offline.eval_every_updates=20"]
+    result = entry(
+        "pretrain.py",
+        "agent=supe",
+        "env=jaco",
+        f"dataset={dataset}",
+        *offline,
+        f"snapshot_root={snapshots}",
+        f"run_dir={pre}",
+    )
+    assert "offline from" in result.stdout
+    snapshot = load_snapshot(snapshots / "supe" / "jaco" / "seed_1" / "snapshot_20.pt")
+    assert snapshot["updates"] == 20 and snapshot["config"]["agent"]["dataset"] == str(dataset)
+    assert [r["updates"] for r in records(pre)] == [20] * 4  # zero-shot, skills from the state prior
+
+    result = entry(
+        "finetune.py",
+        "agent=supe",
+        "agent.utd_ratio=2",
+        "agent.updates_per_frame=0.25",
+        "task=jaco_reach_top_left",
+        "snapshot=20",
+        "protocol.finetune_frames=600",
+        "protocol.checkpoint_every_frames=600",
+        f"snapshot_root={snapshots}",
+        f"run_dir={fine}",
+    )
+    assert "replay.nstep=7" in result.stdout  # windows of 2H - 1 steps hold one whole segment
+    record = records(fine)[-1]
+    assert record["frames"] == 600 and record["snapshot_frames"] == 20 and record["pretrain_frames"] == 500
+    checkpoint = load_snapshot(checkpoint_path(fine))
+    modules, pretrained = checkpoint["agent"]["modules"], snapshot["agent"]
+    # from frame 400 on, 0.25 updates per frame: 101 steps of 2 worlds make 50 updates
+    assert int(checkpoint["agent"]["optimisers"]["high.actor"]["state"][0]["step"]) == 50
+    for name in ("skills.policy.net.0.weight", "skills.head.weight", "skills.prior.net.0.weight"):
+        assert torch.equal(modules[name], pretrained[name]), name
+    with open(fine / "train.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("prior_reward")]
+    assert rows and all(math.isfinite(float(r[k])) for r in rows for k in ("critic_loss", "bonus"))
 
 
 def test_snapshot_round_trip_and_transfer(tmp_path):

@@ -11,6 +11,14 @@ Files are plain numpy arrays written and read with ``allow_pickle=False``: readi
 unpickles. :func:`read_dataset` checks every file against the manifest (present, size,
 sha256, shape, dtype) and the manifest against its own checksum, and raises
 :class:`DatasetError` naming the file at fault.
+
+Rows are transitions, world by world and chronological within a world (the layout of
+:meth:`urlb.replay.ReplayBuffer.to_dataset`, which ``collect.py`` and ``pretrain.py
+save_dataset=true`` write). :func:`episode_boundaries` cuts them into episodes;
+:class:`DatasetSampler` draws single transitions or contiguous in-episode windows from them
+(decision transformers' context windows, Chen et al. 2021, and PDT's, Xie et al. 2023; SUPE's
+H-step segments, Wilcoxson et al. 2024), with any task's reward as ``reward`` (relabelling);
+:func:`export_minari` writes one task's view of a dataset in Minari's format.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tensordict import TensorDict
 
 FORMAT = "urlb-dataset"
 VERSION = 1
@@ -177,3 +186,217 @@ def _read_field(directory: Path, name: str, entry: dict) -> torch.Tensor:
             f"{file}: holds {array.shape} {array.dtype.str}, manifest says {expected[0]} {expected[1]}"
         )
     return torch.from_numpy(array)
+
+
+# -- episodes and sampling ----------------------------------------------------------------
+def episode_boundaries(arrays: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episodes of a dataset as row ranges ``starts[i] <= row < ends[i]``: two ``(E,)`` int64
+    tensors on the arrays' device, in row order, covering every row once.
+
+    An episode ends at row ``r`` where ``terminated[r] | truncated[r]``, where ``world`` changes
+    between rows ``r`` and ``r + 1`` (rows are world-major), where ``step`` does not go on by one
+    (rows that were never consecutive, e.g. concatenated datasets), and at the last row. An
+    episode cut by a world change, a step jump or the end of the data (a replay's oldest and
+    newest rows) ends with neither flag set.
+    """
+    ended = arrays["terminated"] | arrays["truncated"]  # (M,)
+    if len(ended) == 0:
+        raise ValueError("the dataset holds no rows, so no episodes")
+    between = torch.zeros_like(ended[:-1])  # between rows r and r + 1
+    if "world" in arrays:
+        between |= arrays["world"][1:] != arrays["world"][:-1]
+    if "step" in arrays:
+        between |= arrays["step"][1:] != arrays["step"][:-1] + 1
+    ended = torch.cat([ended[:-1] | between, torch.ones_like(ended[-1:])])
+    ends = ended.nonzero().squeeze(1) + 1
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    return starts, ends
+
+
+def task_column(meta: dict, task: str | int, columns: int) -> int:
+    """The column of ``task_reward`` (``columns`` wide) holding ``task``: a name from
+    ``meta["task_names"]``, or the column itself."""
+    names = meta.get("task_names")
+    if isinstance(task, str):
+        if names is None:
+            raise ValueError(
+                f"task={task!r} needs task names, and this dataset's meta has none; pass the column "
+                "index instead (task=0, ...)"
+            )
+        if task not in names:
+            raise ValueError(f"task={task!r} is not in this dataset; its tasks are {', '.join(names)}")
+        task = names.index(task)
+    if not 0 <= task < columns:
+        raise ValueError(f"task column {task} is out of range: task_reward has {columns} columns")
+    return task
+
+
+class DatasetSampler:
+    """Uniform batches of transitions, or of windows of ``L`` consecutive rows inside one
+    episode, from a dataset held on one device.
+
+    ::
+
+        sampler = DatasetSampler.load("datasets/walker_random_100k", device="cuda", task="walker_run")
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        batch = sampler.sample(1024, generator)                # (B,): every field, plus reward
+        windows = sampler.sample_windows(64, 20, generator)    # (B, L): rows t .. t+L-1 of one episode
+
+    Args:
+        arrays: field -> ``(M, ...)`` tensor (:func:`read_dataset`'s first output).
+        meta: the dataset's meta (its ``task_names`` name the ``task_reward`` columns).
+        device: where the fields live and batches are drawn.
+        task: a task name or ``task_reward`` column; batches then carry its reward as
+            ``reward`` (``(B,)`` or ``(B, L)``): relabelling with any task of the domain.
+    """
+
+    def __init__(
+        self,
+        arrays: dict[str, torch.Tensor],
+        meta: dict,
+        device: torch.device | str = "cpu",
+        task: str | int | None = None,
+    ):
+        self.device = torch.empty(0, device=device).device
+        self.fields = {name: value.to(self.device) for name, value in arrays.items()}
+        self.meta = meta
+        self.starts, self.ends = episode_boundaries(self.fields)
+        lengths = self.ends - self.starts
+        self.longest_episode = int(lengths.max())
+        # The exclusive end of the episode each row belongs to: row r starts a valid window of
+        # length L iff r + L <= episode_end[r].
+        self._episode_end = self.ends.repeat_interleave(lengths)
+        columns = self.fields["task_reward"].shape[1]
+        self.task_index = None if task is None else task_column(meta, task, columns)
+        self._window_starts: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", task: str | int | None = None):
+        """A sampler over the dataset directory at ``path`` (checked by :func:`read_dataset`)."""
+        arrays, meta = read_dataset(path)
+        return cls(arrays, meta, device=device, task=task)
+
+    def __len__(self) -> int:
+        """Transitions held."""
+        return len(self._episode_end)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
+        """``batch_size`` rows drawn uniformly: a TensorDict of batch size ``(B,)``."""
+        self._check_generator(generator)
+        rows = torch.randint(0, len(self), (batch_size,), generator=generator, device=self.device)
+        return self._gather(rows)
+
+    def sample_windows(
+        self, batch_size: int, length: int, generator: torch.Generator | None = None
+    ) -> TensorDict:
+        """``batch_size`` windows of ``length`` consecutive rows of one episode, uniform over
+        every such window: a TensorDict of batch size ``(B, L)``. Episodes shorter than
+        ``length`` hold no window and are never drawn."""
+        self._check_generator(generator)
+        starts = self.window_starts(length)
+        draw = torch.randint(0, len(starts), (batch_size,), generator=generator, device=self.device)
+        rows = starts[draw, None] + torch.arange(length, device=self.device)  # (B, L)
+        return self._gather(rows)
+
+    def window_starts(self, length: int) -> torch.Tensor:
+        """``(K,)`` every row that starts a window of ``length`` rows inside its episode."""
+        if length < 1 or length > self.longest_episode:
+            raise ValueError(
+                f"window length {length} is not in 1..{self.longest_episode}, the longest episode of this "
+                f"dataset; use a length in that range"
+            )
+        if length not in self._window_starts:
+            rows = torch.arange(len(self), device=self.device)
+            self._window_starts[length] = (rows + length <= self._episode_end).nonzero().squeeze(1)
+        return self._window_starts[length]
+
+    def _gather(self, rows: torch.Tensor) -> TensorDict:
+        """Every field at ``rows`` (any shape), plus the chosen task's ``reward``."""
+        flat = rows.reshape(-1)
+        out = {
+            name: value.index_select(0, flat).reshape(*rows.shape, *value.shape[1:])
+            for name, value in self.fields.items()
+        }
+        if self.task_index is not None:
+            out["reward"] = out["task_reward"][..., self.task_index]
+        return TensorDict(out, batch_size=rows.shape, device=self.device)
+
+    def _check_generator(self, generator: torch.Generator | None) -> None:
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(
+                f"the generator is on {generator.device}, the sampler on {self.device}; "
+                f"use torch.Generator(device={str(self.device)!r})"
+            )
+
+
+# -- Minari ---------------------------------------------------------------------------------
+def export_minari(
+    dataset_path: str | Path,
+    dataset_id: str,
+    task: str | int,
+    data_format: str = "hdf5",
+    author: str | None = None,
+):
+    """Write the dataset at ``dataset_path`` as the Minari dataset ``dataset_id``, with
+    ``task``'s reward as ``rewards``, and return it (a ``minari.MinariDataset``).
+
+    Uses Minari's own writer (``minari.create_dataset_from_buffers``, Minari 0.5), so the
+    dataset lands where Minari keeps its datasets (``$MINARI_DATASETS_PATH``, default
+    ``~/.minari/datasets``) and loads with ``minari.load_dataset(dataset_id)``. One episode per
+    :func:`episode_boundaries` range: ``observations`` are its rows' observations plus the last
+    ``next_observation`` (``T + 1``), ``actions``, ``rewards``, ``terminations`` and
+    ``truncations`` its ``T`` rows as stored. Minari's schema has one reward and no physics
+    state: the other tasks and ``qpos``/``qvel``/``act`` stay in the urlb dataset (export again
+    with another ``task``).
+    """
+    try:
+        import gymnasium as gym
+        import minari
+        from minari.data_collector import EpisodeBuffer
+    except ImportError as error:
+        raise ImportError(
+            f"export_minari needs minari ({error}); pip install 'minari[hdf5]==0.5.3'"
+        ) from None
+    arrays, meta = read_dataset(dataset_path)
+    column = task_column(meta, task, arrays["task_reward"].shape[1])
+    fields = {
+        name: arrays[name].numpy()
+        for name in ("observation", "next_observation", "action", "task_reward", "terminated", "truncated")
+    }
+    starts, ends = episode_boundaries(arrays)
+    buffers = [
+        _episode_buffer(EpisodeBuffer, fields, column, index, start, end)
+        for index, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True))
+    ]
+    observation_dim, action_dim = fields["observation"].shape[1], fields["action"].shape[1]
+    names = meta.get("task_names")
+    return minari.create_dataset_from_buffers(
+        dataset_id,
+        buffers,
+        algorithm_name=str(meta.get("agent", "unknown")),
+        author=author,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (observation_dim,), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32),
+        description=(
+            f"urlb dataset {Path(dataset_path).name} ({meta.get('domain')}, {meta.get('agent')}, "
+            f"seed {meta.get('seed')}); rewards of task {names[column] if names else column}"
+        ),
+        data_format=data_format,
+    )
+
+
+def _episode_buffer(
+    buffer_class, fields: dict[str, np.ndarray], column: int, index: int, start: int, end: int
+):
+    """One Minari ``EpisodeBuffer`` from rows ``start .. end - 1``."""
+    observations = np.concatenate(
+        [fields["observation"][start:end], fields["next_observation"][end - 1 : end]]
+    )
+    return buffer_class(
+        id=index,
+        observations=observations,
+        actions=fields["action"][start:end],
+        rewards=fields["task_reward"][start:end, column],
+        terminations=fields["terminated"][start:end],
+        truncations=fields["truncated"][start:end],
+    )

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from envs import make_env
 from envs.registry import parse_task
 from urlb.checkpoint import find_snapshot, load_snapshot, save_snapshot, snapshot_path
+from urlb.datasets import DatasetSampler
 from urlb.logging import Logger, write_run_info
+from urlb.offline import OfflineRunner, OfflineSchedule, check_dataset, is_dataset_agent
 from urlb.replay import ReplayBuffer
 from urlb.runner import OnlineRunner, Schedule
 from urlb.skills import SkillEvaluator, select_skill
@@ -37,15 +39,6 @@ def build_agent(agent_cfg, env, device: torch.device):
     return instantiate(agent_cfg, obs_dim=env.obs_dim, action_dim=env.action_dim).to(device)
 
 
-def required_nstep(agent_cfg) -> int | None:
-    """The replay horizon a reward model's intrinsic reward is defined on (METRA: 1, its
-    reward and constraint read consecutive states), or None: the protocol's n-step."""
-    reward_model = agent_cfg.get("reward_model")
-    if not reward_model:
-        return None
-    return get_class(reward_model._target_).nstep
-
-
 def observe_pose(agent_cfg) -> bool:
     """Whether the agent observes the global pose (a skill model's ``observe_pose``): every
     env of the run (training, evaluation, skill rollouts) is then built with it."""
@@ -54,14 +47,7 @@ def observe_pose(agent_cfg) -> bool:
 
 
 def build_parts(cfg: DictConfig, task: str, phase: str):
-    """Env, eval env, replay and logger for ``task`` (a task or a domain name)."""
-    nstep = required_nstep(cfg.agent) if phase == "pretrain" else None
-    if nstep is not None and nstep != cfg.replay.nstep:
-        print(
-            f"[{phase}] {agent_name()}: replay.nstep={nstep}, not the preset's {cfg.replay.nstep}: "
-            "its intrinsic reward is defined on transitions of that length"
-        )
-        cfg.replay.nstep = nstep
+    """Env, eval env, agent, replay and logger for ``task`` (a task or a domain name)."""
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -74,13 +60,27 @@ def build_parts(cfg: DictConfig, task: str, phase: str):
     eval_env = make_env(
         task, protocol.eval_episodes, backend=cfg.backend, device=env.device, seed=cfg.seed, observe_pose=pose
     )
+    agent = build_agent(cfg.agent, env, env.device)
+    nstep = agent.replay_nstep(phase)
+    if nstep is not None and nstep != cfg.replay.nstep:
+        print(
+            f"[{phase}] {agent_name()}: replay.nstep={nstep}, not the preset's {cfg.replay.nstep}: "
+            "the agent samples replay windows of that length"
+        )
+        cfg.replay.nstep = nstep
+    if agent.updates_per_frame is not None and agent.updates_per_frame != protocol.updates_per_frame:
+        print(
+            f"[{phase}] {agent_name()}: {agent.updates_per_frame} updates per frame (the agent's own "
+            f"ratio), not the preset's {protocol.updates_per_frame}"
+        )
+        protocol.updates_per_frame = agent.updates_per_frame
     replay = ReplayBuffer(
         cfg.replay.capacity, env.num_envs, env.device, nstep=cfg.replay.nstep, discount=cfg.replay.discount
     )
     run_dir = Path(cfg.run_dir)
     total = protocol.pretrain_frames if phase == "pretrain" else protocol.finetune_frames
     write_run_info(run_dir, OmegaConf.to_container(cfg, resolve=True), extra={"phase": phase})
-    return env, eval_env, replay, run_dir, total
+    return env, eval_env, agent, replay, run_dir, total
 
 
 def schedule(cfg: DictConfig, total_frames: int, snapshot_frames=()) -> Schedule:
@@ -126,11 +126,23 @@ def run(runner: OnlineRunner, cfg: DictConfig, run_dir: Path, total: int, label:
 
 
 def pretrain(cfg: DictConfig) -> dict:
-    """Reward-free pretraining on ``cfg.env.domain``; snapshots at ``protocol.snapshot_frames``."""
-    domain = cfg.env.domain
-    env, eval_env, replay, run_dir, total = build_parts(cfg, domain, "pretrain")
-    agent = build_agent(cfg.agent, env, env.device)
+    """Reward-free pretraining on ``cfg.env.domain``; snapshots at ``protocol.snapshot_frames``.
+    Dataset agents (PDT) pretrain offline from ``cfg.dataset`` instead (:func:`pretrain_offline`)."""
     name = agent_name()
+    if is_dataset_agent(cfg.agent):
+        if cfg.dataset is None:
+            raise ValueError(
+                f"agent={name} pretrains from a dataset: pass dataset=<path>, e.g. one written by "
+                f"python collect.py env={cfg.env.domain} policy=random frames=1M out=<path>"
+            )
+        return pretrain_offline(cfg, name)
+    if cfg.dataset is not None:
+        raise ValueError(
+            f"agent={name} pretrains online and reads no dataset; drop dataset={cfg.dataset} "
+            "(dataset agents: pdt, supe)"
+        )
+    domain = cfg.env.domain
+    env, eval_env, agent, replay, run_dir, total = build_parts(cfg, domain, "pretrain")
     config = OmegaConf.to_container(cfg, resolve=True)
 
     def write_snapshot(frames: int) -> None:
@@ -194,9 +206,63 @@ def pretrain(cfg: DictConfig) -> dict:
             "frames": runner.frame,
             "seed": cfg.seed,
             "source": "pretrain replay",
+            "task_names": list(env.task_names),
+            "episode_steps": env.episode_steps,
         }
         replay.save_dataset(run_dir / "dataset", meta)
     mark_complete(run_dir, record | {"frames": runner.frame})  # last: every output is on disk
+    return result
+
+
+def pretrain_offline(cfg: DictConfig, name: str) -> dict:
+    """Pretrain a dataset agent from ``cfg.dataset`` (``urlb.offline``): ``offline.updates``
+    gradient updates, snapshots ``snapshot_<updates>.pt`` at ``offline.snapshot_updates`` in the
+    online runs' place and format, zero-shot evaluations of every task of the domain."""
+    domain, offline = cfg.env.domain, cfg.offline
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    eval_env = make_env(domain, cfg.protocol.eval_episodes, backend=cfg.backend, device=device, seed=cfg.seed)
+    sampler = DatasetSampler.load(cfg.dataset, eval_env.device)
+    check_dataset(sampler.meta, domain, eval_env.obs_dim, sampler.fields["observation"], cfg.dataset)
+    agent = build_agent(cfg.agent, eval_env, eval_env.device)
+    # The frames behind this pretraining are the dataset's; finetune records read them from here.
+    cfg.protocol.pretrain_frames = len(sampler)
+    print(
+        f"[pretrain] {name}: offline from {cfg.dataset} ({len(sampler)} transitions), "
+        f"{offline.updates} updates, snapshots at updates {list(offline.snapshot_updates)}"
+    )
+    run_dir = Path(cfg.run_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    write_run_info(run_dir, config, extra={"phase": "pretrain", "dataset": str(Path(cfg.dataset).resolve())})
+
+    def write_snapshot(updates: int) -> None:
+        # "frames" indexes a snapshot for finetune.py and collect.py: updates, for offline runs.
+        payload = {"agent": agent.state_dict(), "config": config, "agent_name": name, "domain": domain}
+        payload |= {"seed": cfg.seed, "frames": updates, "updates": updates, "dataset": str(cfg.dataset)}
+        save_snapshot(snapshot_path(Path(cfg.snapshot_root), name, domain, cfg.seed, updates), payload)
+
+    record = {
+        "agent": name,
+        "domain": domain,
+        "seed": cfg.seed,
+        "phase": "pretrain",
+        "snapshot_frames": None,
+        "pretrain_frames": len(sampler),
+        "finetune_frames": None,
+        "frames": len(sampler),
+    }
+    schedule = OfflineSchedule(
+        offline.updates,
+        offline.eval_every_updates,
+        offline.log_every_updates,
+        offline.checkpoint_every_updates,
+        tuple(offline.snapshot_updates),
+    )
+    runner = OfflineRunner(eval_env, agent, sampler, schedule, run_dir, cfg.seed, record, write_snapshot)
+    result = run(runner, cfg, run_dir, offline.updates, "pretrain offline, in updates")
+    mark_complete(run_dir, record | {"updates": runner.updates})  # last: every output is on disk
     return result
 
 
@@ -271,8 +337,7 @@ def finetune(cfg: DictConfig) -> dict:
             f"task={cfg.task} is a domain; finetune on one of its tasks, e.g. task={domain}_stand"
         )
     name = agent_name()
-    env, eval_env, replay, run_dir, total = build_parts(cfg, task, "finetune")
-    agent = build_agent(cfg.agent, env, env.device)
+    env, eval_env, agent, replay, run_dir, total = build_parts(cfg, task, "finetune")
     snapshot_frames, pretrain_frames = None, None
     if cfg.snapshot is not None:
         pretrained, snapshot = load_pretrained(cfg, name, domain, env)

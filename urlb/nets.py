@@ -77,3 +77,14 @@ def gaussian_log_prob_tanh(mean: torch.Tensor, log_std: torch.Tensor, raw: torch
     gaussian = -0.5 * ((raw - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
     correction = 2 * (math.log(2) - raw - nn.functional.softplus(-2 * raw))
     return (gaussian - correction).sum(-1)
+
+
+def gaussian_kl(mean_q, log_std_q, mean_p, log_std_p) -> torch.Tensor:
+    """Elementwise ``KL(N(mean_q, e^log_std_q) || N(mean_p, e^log_std_p))``."""
+    var_q, var_p = (2 * log_std_q).exp(), (2 * log_std_p).exp()
+    return log_std_p - log_std_q + (var_q + (mean_q - mean_p) ** 2) / (2 * var_p) - 0.5
+
+
+def gaussian_nll(value, mean, log_std) -> torch.Tensor:
+    """Elementwise ``-log N(value; mean, e^log_std)``."""
+    return (value - mean) ** 2 / (2 * (2 * log_std).exp()) + log_std + 0.5 * math.log(2 * math.pi)

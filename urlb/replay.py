@@ -256,16 +256,33 @@ class ReplayBuffer:
         where step ``t+n-1`` terminated (a truncation keeps it: URLB bootstraps through the
         time limit). ``generator`` must live on the buffer's device.
         """
+        position = self._draw_starts(batch_size, generator)
+        return self._gather_rows(position // self.num_envs, position % self.num_envs)
+
+    def sample_sequences(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
+        """``batch_size`` windows of ``n`` consecutive steps of one world, uniform over the
+        same valid starts as :meth:`sample`: within one episode, which may end at the last
+        step (sequence models: world models, decision transformers, skill segments).
+
+        Returns a TensorDict of batch size ``(B, n)`` holding every stored field at each
+        step of the window, rewards undiscounted."""
+        position = self._draw_starts(batch_size, generator)
+        row, world = position // self.num_envs, position % self.num_envs
+        window = ((row[:, None] + self._offsets) % self.capacity_steps) * self.num_envs + world[:, None]
+        out = {key: self._take(key, window) for key in self._columns}
+        return TensorDict(out, batch_size=[batch_size, self.nstep], device=self.device)
+
+    def _draw_starts(self, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``(B,)`` flat ring positions of valid starts, drawn uniformly on the device."""
         if self._stored_steps < self.nstep:
             raise ValueError(
-                f"sample() needs {self.nstep} stored steps, the buffer holds {self._stored_steps}"
+                f"sampling needs {self.nstep} stored steps, the buffer holds {self._stored_steps}"
             )
         num_valid = self._tail - self._head
         torch._assert_async(num_valid > 0, "no valid n-step start: every window crosses an episode end")
         draw = torch.randint(0, _DRAW_HIGH, (batch_size,), generator=generator, device=self.device)
         slots = len(self._start_index) - 1
-        position = self._start_index[(self._head + draw % num_valid) % slots]
-        return self._gather_rows(position // self.num_envs, position % self.num_envs)
+        return self._start_index[(self._head + draw % num_valid) % slots]
 
     def _gather(self, step: torch.Tensor, world: torch.Tensor) -> TensorDict:
         """The n-step transitions starting at chronological steps ``step`` ``(B,)`` (0 = the

@@ -1,0 +1,374 @@
+"""Dreamer: a latent world model learned from replay sequences, and an actor-critic trained
+in its imagination.
+
+DreamerV2 (Hafner et al., "Mastering Atari with Discrete World Models", ICLR 2021) as
+Rajeswar et al. run it on URLB ("Mastering the Unsupervised Reinforcement Learning
+Benchmark from Pixels", ICML 2023): their settings are the defaults here.
+
+    model:  min E_q[ sum_t -ln p(o_t | s_t) - ln p(r_t | s_t) + KL_bal(q(z_t | h_t, o_t) || p(z_t | h_t)) ]
+    critic: min sum_t w_t (v(s_t) - sg(R^lambda_t))^2 / 2          (imagined s_t, horizon 15)
+    actor:  max sum_t w_t (R^lambda_t + eta H[pi(. | s_t)])        (gradients through the dynamics)
+
+Reward-free pretraining trains the world model without a reward head and the actor-critic
+on the intrinsic reward of a latent reward model (:class:`agents.base.RewardModel` built on
+the model's features): Plan2Explore's ensemble disagreement (``agents/plan2explore.py``),
+or RND and APT on latent features, computed on the imagined transitions
+``(s_t, a_t, s_{t+1})`` and trained on the posterior ones of the replay.
+
+Finetuning (``init_from``): the world model (encoder, RSSM, decoder) and the actor
+transfer, as Rajeswar et al. do. The reward head starts fresh (it never saw a reward) and
+learns the task reward from the new data with gradients into the model; the critic starts
+fresh unless ``init_critic`` (its values are of the intrinsic reward); optimisers start
+fresh. The reward model is not used.
+
+Sequences come from the shared replay (``ReplayBuffer.sample_sequences``: windows of
+``batch_length`` steps inside one episode), whose window the runner sizes from
+:meth:`DreamerAgent.replay_nstep`. The carried state per world is the posterior latent and
+the last action: ``act`` filters the observation into it, ``observe`` resets it where an
+episode ended. During the seed frames the runner acts at random without calling ``act``;
+the first ``act`` after them filters from the initial latent, as at an episode start.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.base import Agent
+from urlb.nets import hard_update
+from urlb.world_model import (
+    RSSM,
+    Actor,
+    RewardScale,
+    elu_mlp,
+    kl_balance_loss,
+    lambda_return,
+    observation_decoder,
+    observation_encoder,
+    observation_target,
+)
+
+
+def actor_loss(target: torch.Tensor, entropy: torch.Tensor, weight: torch.Tensor, entropy_scale: float):
+    """DreamerV2's dynamics-backpropagation actor loss ``-mean(w_t (R_{t+1} + eta H_t))``.
+
+    Args:
+        target: ``(H, N)`` lambda-returns of imagined states ``0..H-1``.
+        entropy: ``(H-1, N)`` policy entropy at states ``0..H-2`` (the actions that lead
+            somewhere with a target).
+        weight: ``(H+1, N)`` cumulative discounts of the imagined states.
+    """
+    if entropy.shape != target[1:].shape or weight.shape[0] != target.shape[0] + 1:
+        raise ValueError(
+            f"actor_loss shapes: {tuple(target.shape)}, {tuple(entropy.shape)}, {tuple(weight.shape)}"
+        )
+    return -(weight[:-2] * (target[1:] + entropy_scale * entropy)).mean()
+
+
+def critic_loss(value: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``mean(w_t (v_t - R_t)^2 / 2)`` over imagined states ``0..H-1``: ``value``, ``target``
+    ``(H, N)``, ``weight`` ``(H+1, N)`` (the Gaussian log-likelihood of DreamerV2's critic
+    up to a constant)."""
+    if value.shape != target.shape or weight.shape[0] != value.shape[0] + 1:
+        raise ValueError(
+            f"critic_loss shapes: {tuple(value.shape)}, {tuple(target.shape)}, {tuple(weight.shape)}"
+        )
+    return (0.5 * weight[:-1] * (value - target).pow(2)).mean()
+
+
+class DreamerAgent(Agent):
+    """DreamerV2 on URLB.
+
+    Args:
+        obs_dim: observation size, or shape ``(C, H, W)`` for frames (the encoder follows it).
+        hidden_dim: width of the encoder, decoder, reward, actor and critic MLPs (400).
+        batch_size: transitions per update: ``batch_size // batch_length`` sequences
+            (Rajeswar et al.: 50 sequences of 50 steps); presets scale it like the others'.
+        batch_length: steps per replay sequence.
+        imagination_horizon: imagined steps per start state (15).
+        deter_dim, stoch_dim, classes, rssm_hidden_dim: RSSM sizes (200, 32x32, 200);
+            ``classes=0`` makes the latent Gaussian.
+        model_lr, actor_lr, critic_lr, adam_eps, grad_clip, weight_decay: Adam settings
+            (3e-4, 8e-5, 8e-5, eps 1e-5, clip 100, decoupled decay 1e-6 per step).
+        discount, discount_lambda: imagination discount and TD(lambda) (0.99, 0.95).
+        kl_balance, kl_free_nats, kl_scale: KL balancing (0.8), free nats (1.0), its weight.
+        actor_entropy: entropy bonus on task rewards (1e-4); intrinsic_actor_entropy: on
+            intrinsic ones (Plan2Explore: 0).
+        intrinsic_reward_momentum: magnitude normaliser of intrinsic rewards (0.95; 1: off).
+        slow_critic_every: updates between copies of the critic into its slow target (100).
+        updates_per_frame: this agent's update-to-data ratio, which the runner uses in place
+            of the protocol's (one update every 10 env steps, Rajeswar et al.).
+        init_actor, init_critic: what transfers besides the world model at finetuning.
+        reward_model: a latent reward model (built on the model's features), or None.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int | tuple[int, ...],
+        action_dim: int,
+        hidden_dim: int = 400,
+        batch_size: int = 2500,
+        batch_length: int = 50,
+        imagination_horizon: int = 15,
+        deter_dim: int = 200,
+        stoch_dim: int = 32,
+        classes: int = 32,
+        rssm_hidden_dim: int = 200,
+        model_lr: float = 3e-4,
+        actor_lr: float = 8e-5,
+        critic_lr: float = 8e-5,
+        adam_eps: float = 1e-5,
+        grad_clip: float = 100.0,
+        weight_decay: float = 1e-6,
+        discount: float = 0.99,
+        discount_lambda: float = 0.95,
+        kl_balance: float = 0.8,
+        kl_free_nats: float = 1.0,
+        kl_scale: float = 1.0,
+        actor_entropy: float = 1e-4,
+        intrinsic_actor_entropy: float = 0.0,
+        intrinsic_reward_momentum: float = 0.95,
+        slow_critic_every: int = 100,
+        updates_per_frame: float = 0.1,
+        init_actor: bool = True,
+        init_critic: bool = False,
+        reward_model=None,
+    ):
+        obs_shape = (obs_dim,) if isinstance(obs_dim, int) else tuple(obs_dim)
+        super().__init__(obs_dim, action_dim, reward_model=None)
+        if batch_length < 2 or imagination_horizon < 2:
+            raise ValueError(
+                "batch_length and imagination_horizon must be >= 2; got "
+                f"{batch_length}, {imagination_horizon}"
+            )
+        self.num_sequences = max(1, batch_size // batch_length)
+        self.batch_length, self.horizon = batch_length, imagination_horizon
+        self.grad_clip, self.weight_decay = grad_clip, weight_decay
+        self.discount, self.discount_lambda = discount, discount_lambda
+        self.kl = {"balance": kl_balance, "free_nats": kl_free_nats}
+        self.kl_scale = kl_scale
+        self.actor_entropy, self.intrinsic_actor_entropy = actor_entropy, intrinsic_actor_entropy
+        self.slow_critic_every = slow_critic_every
+        self.updates_per_frame = updates_per_frame
+        self.init_actor, self.init_critic = init_actor, init_critic
+
+        self.encoder, embed_dim = observation_encoder(obs_shape, hidden_dim)
+        self.rssm = RSSM(action_dim, embed_dim, deter_dim, stoch_dim, classes, rssm_hidden_dim)
+        feature_dim = self.rssm.feature_dim
+        self.decoder = observation_decoder(obs_shape, feature_dim, hidden_dim)
+        self.reward_head = elu_mlp(feature_dim, hidden_dim, 1)
+        self.actor = Actor(feature_dim, action_dim, hidden_dim)
+        self.critic = elu_mlp(feature_dim, hidden_dim, 1)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.intrinsic_scale = RewardScale(intrinsic_reward_momentum)
+        if reward_model is not None:
+            # Latent reward models read features; Plan2Explore also predicts the embedding.
+            cls = getattr(reward_model, "func", reward_model)
+            extra = {"target_dim": embed_dim} if getattr(cls, "predicts_embedding", False) else {}
+            self.reward_model = reward_model(obs_dim=feature_dim, action_dim=action_dim, **extra)
+            if self.reward_model.skill_dim:
+                raise ValueError(
+                    f"{cls.__name__} is a skill model; Dreamer's actor has no skill input: use a "
+                    "latent exploration reward (plan2explore, rnd, apt)"
+                )
+        self.register_buffer("behaviour_updates", torch.zeros((), dtype=torch.long))
+        self._behaviour_updates = 0  # host mirror: the slow-critic schedule must not sync
+        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_counter())
+
+        # DreamerV2's decay multiplies weights by (1 - weight_decay) each step: AdamW's
+        # decoupled decay is lr * weight_decay per step.
+        def adam(modules, lr):
+            params = [p for m in modules for p in m.parameters()]
+            return torch.optim.AdamW(params, lr=lr, eps=adam_eps, weight_decay=weight_decay / lr)
+
+        self.model_opt = adam([self.encoder, self.rssm, self.decoder, self.reward_head], model_lr)
+        self.actor_opt = adam([self.actor], actor_lr)
+        self.critic_opt = adam([self.critic], critic_lr)
+
+    def _sync_counter(self) -> None:
+        self._behaviour_updates = int(self.behaviour_updates)
+
+    def optimisers(self):
+        return {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+
+    def replay_nstep(self, phase: str) -> int:
+        """Replay windows are the world model's sequences, in both phases."""
+        return self.batch_length
+
+    # -- acting -------------------------------------------------------------------------------
+    def init_state(self, num_envs: int, device="cpu") -> TensorDict:
+        """The posterior latent before any observation, and the previous action: zeros."""
+        values = self.rssm.initial(num_envs, device) | {
+            "action": torch.zeros(num_envs, self.action_dim, device=device)
+        }
+        return TensorDict(values, batch_size=[num_envs], device=device)
+
+    @torch.no_grad()
+    def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
+        """Filter ``observation`` into each world's latent (in place in ``state``) and act on it:
+        a sample of the policy when exploring (DreamerV2 explores by sampling), its mean else."""
+        latent = {"deter": state["deter"], "stoch": state["stoch"]}
+        posterior, _ = self.rssm.obs_step(latent, state["action"], self.encoder(observation))
+        dist = self.actor(RSSM.feature(posterior))
+        action = dist.sample() if explore else dist.mean
+        state["deter"], state["stoch"], state["action"] = posterior["deter"], posterior["stoch"], action
+        return action
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """Worlds whose episode ended start over from the initial latent."""
+        keep = (~step_output["done"]).to(state["deter"].dtype)[:, None]
+        for key in ("deter", "stoch", "action"):
+            state[key] = state[key] * keep
+        return state
+
+    # -- learning -----------------------------------------------------------------------------
+    def update(self, replay, step: int) -> dict[str, torch.Tensor]:
+        batch = replay.sample_sequences(self.num_sequences)
+        loss, metrics, posterior, embed = self.world_model_loss(batch)
+        metrics["model_grad_norm"] = self._optimise(self.model_opt, loss)
+        feature = RSSM.feature(posterior).detach()
+        if self.task_index is None and self.reward_model is not None:
+            metrics |= self.reward_model.update(
+                self.latent_transitions(feature, batch["action"], embed.detach())
+            )
+        start = {key: posterior[key].detach().flatten(0, 1) for key in ("deter", "stoch")}
+        return metrics | self.update_behaviour(start)
+
+    def world_model_loss(self, batch: TensorDict):
+        """Loss and metrics of the world model on replay windows ``(B, L)``.
+
+        The window's ``L`` transitions give ``L + 1`` observations (the first one, then every
+        ``next_observation``); observation ``t > 0`` was reached by ``action[t-1]`` with
+        ``task_reward[t-1]``. Returns ``(loss, metrics, posterior (B, L+1, ...), embed)``."""
+        observation = torch.cat([batch["observation"][:, :1], batch["next_observation"]], 1)
+        action = batch["action"]
+        action_in = torch.cat([torch.zeros_like(action[:, :1]), action], 1)
+        embed = self.encoder(observation)
+        posterior, prior = self.rssm.observe(embed, action_in)
+        stats = lambda state: {k: v for k, v in state.items() if k not in ("deter", "stoch")}  # noqa: E731
+        kl_loss, kl = kl_balance_loss(stats(posterior), stats(prior), **self.kl)
+        feature = RSSM.feature(posterior)
+        error = (self.decoder(feature) - observation_target(observation)).pow(2).flatten(2)
+        reconstruction = 0.5 * error.sum(-1).mean()
+        loss = self.kl_scale * kl_loss + reconstruction
+        metrics = {
+            "model_kl": kl.mean().detach(),
+            "model_kl_loss": kl_loss.detach(),
+            "reconstruction_loss": reconstruction.detach(),
+            "reconstruction_mse": error.mean().detach(),
+            "prior_entropy": self.rssm.entropy(stats(prior)).mean().detach(),
+            "posterior_entropy": self.rssm.entropy(stats(posterior)).mean().detach(),
+        }
+        if self.task_index is not None:
+            # The reward head learns with gradients into the model (DreamerV2's grad_heads).
+            predicted = self.reward_head(feature[:, 1:]).squeeze(-1)
+            reward_error = (predicted - batch["task_reward"][..., self.task_index]).pow(2)
+            loss = loss + 0.5 * reward_error.mean()
+            metrics["reward_mse"] = reward_error.mean().detach()
+        metrics["model_loss"] = loss.detach()
+        return loss, metrics, posterior, embed
+
+    @staticmethod
+    def latent_transitions(feature: torch.Tensor, action: torch.Tensor, embed: torch.Tensor) -> TensorDict:
+        """Posterior transitions ``(s_t, a_t, s_{t+1})`` of replay windows, flattened, for a
+        latent reward model's update; ``next_embed`` is ``e(o_{t+1})``."""
+        return TensorDict(
+            {
+                "observation": feature[:, :-1].flatten(0, 1),
+                "action": action.flatten(0, 1),
+                "next_observation": feature[:, 1:].flatten(0, 1),
+                "next_embed": embed[:, 1:].flatten(0, 1),
+            },
+            batch_size=[action.shape[0] * action.shape[1]],
+        )
+
+    def imagine(self, start: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Roll the policy out in the model from ``start`` (``(N, ...)`` latents): features
+        ``(H+1, N, F)``, the actions that led to them ``(H+1, N, A)`` (zeros at 0) and the
+        policy's entropy at states ``0..H-1`` ``(H, N)``. The policy reads detached
+        features; its sampled actions carry gradients into the dynamics (straight-through
+        latents), which carry them back to the actor."""
+        state, features = start, [RSSM.feature(start)]
+        actions = [torch.zeros(features[0].shape[0], self.action_dim, device=features[0].device)]
+        entropies = []
+        for _ in range(self.horizon):
+            policy = self.actor(features[-1].detach())
+            action = policy.sample()
+            state = self.rssm.img_step(state, action)
+            features.append(RSSM.feature(state))
+            actions.append(action)
+            entropies.append(policy.entropy().sum(-1))
+        return torch.stack(features), torch.stack(actions), torch.stack(entropies)
+
+    def imagined_reward(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``(H+1, N)`` rewards of imagined states: the reward head's on a task; while
+        pretraining, the reward model's of the transition into each state (0 at the start),
+        scaled by its running magnitude."""
+        if self.task_index is not None:
+            return self.reward_head(features).squeeze(-1)
+        horizon, num = actions.shape[0] - 1, actions.shape[1]
+        transitions = TensorDict(
+            {
+                "observation": features[:-1].flatten(0, 1),
+                "action": actions[1:].flatten(0, 1),
+                "next_observation": features[1:].flatten(0, 1),
+            },
+            batch_size=[horizon * num],
+        )
+        intrinsic = self.intrinsic_scale(self.intrinsic_reward(transitions).view(horizon, num))
+        return torch.cat([torch.zeros_like(intrinsic[:1]), intrinsic])
+
+    def update_behaviour(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One actor and one critic step on imagined rollouts from every posterior state."""
+        features, actions, entropy = self.imagine(start)
+        reward = self.imagined_reward(features, actions)
+        value = self.slow_critic(features).squeeze(-1)
+        discount = torch.full_like(reward, self.discount)
+        target = lambda_return(reward[:-1], value[:-1], discount[:-1], value[-1], self.discount_lambda)
+        weight = torch.cat([torch.ones_like(discount[:1]), discount[:-1]]).cumprod(0).detach()
+        scale = self.actor_entropy if self.task_index is not None else self.intrinsic_actor_entropy
+        loss = actor_loss(target, entropy[:-1], weight, scale)
+        actor_grad_norm = self._optimise(self.actor_opt, loss)
+        value_loss = critic_loss(self.critic(features[:-1].detach()).squeeze(-1), target.detach(), weight)
+        critic_grad_norm = self._optimise(self.critic_opt, value_loss)
+        if self._behaviour_updates % self.slow_critic_every == 0:
+            hard_update(self.slow_critic, self.critic)
+        self._behaviour_updates += 1
+        self.behaviour_updates += 1
+        return {
+            "actor_loss": loss.detach(),
+            "actor_entropy": entropy.mean().detach(),
+            "actor_grad_norm": actor_grad_norm,
+            "critic_loss": value_loss.detach(),
+            "critic_grad_norm": critic_grad_norm,
+            "critic_value": value.mean().detach(),
+            "critic_target": target.mean().detach(),
+            "imagined_reward": reward[1:].mean().detach(),
+            "imagined_reward_std": reward[1:].std().detach(),
+        }
+
+    def _optimise(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+        """Backpropagate ``loss`` into ``optimiser``'s parameters only (the actor's loss
+        passes through the model and critic without training them), clip the gradient norm
+        at ``grad_clip``, step. Returns the norm before clipping."""
+        params = [p for group in optimiser.param_groups for p in group["params"]]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        norm = nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.grad_clip)
+        optimiser.step()
+        return norm
+
+    # -- transfer -------------------------------------------------------------------------------
+    def init_from(self, pretrained: DreamerAgent) -> None:
+        """The world model (encoder, RSSM, decoder), the actor when ``init_actor`` and the
+        critic when ``init_critic``; the reward head, optimisers and reward model start fresh."""
+        for name in ("encoder", "rssm", "decoder"):
+            hard_update(getattr(self, name), getattr(pretrained, name))
+        if self.init_actor:
+            hard_update(self.actor, pretrained.actor)
+        if self.init_critic:
+            hard_update(self.critic, pretrained.critic)
+            hard_update(self.slow_critic, pretrained.critic)

@@ -1,0 +1,399 @@
+"""SUPE: skills from unlabeled prior data, and the same data relabelled for online exploration.
+
+Wilcoxson, Li, Frans & Levine, "Leveraging Skills from Unlabeled Prior Data for Efficient Online
+Exploration", 2024, as their reference code (github.com/rail-berkeley/supe: ``run_opal.py``,
+``train_finetuning_supe.py``, ``configs/``) runs it; its defaults are the config's.
+
+Offline, a VAE over H-step segments of the reward-free dataset (OPAL, Ajay et al. 2021) learns a
+latent skill space: an encoder q(z | s_0:H, a_0:H), a state prior p(z | s_0) and a low-level
+policy pi(a | s, z) that decodes a skill into actions:
+
+    max  E_q[ sum_t log pi(a_t | s_t, z) ] - beta KL(q(z | s_0:H, a_0:H) || p(z | s_0))
+
+Online, a high-level SAC (``agents/sac.py``, composed) picks u = tanh(z) every H env steps and the
+frozen low-level policy runs it. Its critic trains on H-step transitions (s_t, u, R, s_t+H) with
+R = sum_k g^k r_t+k and discount g per transition; each minibatch is half online segments, half
+prior segments relabelled: u = tanh(mean q(z | segment)) and the optimistic reward
+
+    r_prior = r_hat(s, u) + c * RND(s, u)      (online segments: r = R + c * RND(s, u))
+
+where r_hat regresses the online R and RND (``agents/rnd.py``) is trained on online (s, u).
+RLPD's update-to-data ratio (Ball et al. 2023): ``utd_ratio`` critic minibatches, then one actor
+and one temperature step, once per env step.
+
+Finetuning (``init_from``): the VAE (encoder, prior, low-level policy) transfers and stays frozen,
+as in the paper; the high-level SAC, the reward model and RND start fresh; the prior data is the
+dataset the snapshot was pretrained on (``agent.dataset``, kept in its config).
+
+Departures from the reference: the high-level SAC is urlb's (two Q heads on URLB's LayerNorm
+trunk, entropy in the target) rather than RLPD's 10-head ensemble without entropy backup; the
+reward model trains on every critic minibatch's online half and RND on one online half-batch per
+update (the reference: the latest high-level transition), and urlb's RND has two hidden layers
+and a running input normaliser (the bonus is its raw error, as the reference's);
+URLB's tasks never terminate, so the dataset's own flags stand in for the learned mask. Online
+segments are read from replay windows of 2H - 1 steps, each holding one whole segment; the first
+and last segment of an episode are drawn 1/H as often as the others. Segments whose skill the
+high-level policy did not choose (the runner's uniform seed frames) are labelled by the encoder,
+like prior data. The runner's seed frames act uniformly at random (URLB's protocol) where the
+reference runs uniform random skills for its first 5000 steps. Before finetuning, skills are drawn
+from the state prior (zero-shot evaluation): pretraining is reward-free, so the reference's offline
+IQL policy, trained on the dataset's rewards for its evaluations only, is left out.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.base import Agent
+from agents.rnd import RND
+from agents.sac import SACAgent
+from urlb.datasets import DatasetSampler
+from urlb.nets import gaussian_kl, gaussian_nll, mlp, optimise, orthogonal_init
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the reference's GaussianModule clip
+SKILL_LIMIT = 1 - 1e-6  # u = tanh(z) is kept off +-1 so that z = atanh(u) stays finite
+
+
+# -- losses and labels ----------------------------------------------------------------------------
+def gaussian_log_prob(value, mean, log_std) -> torch.Tensor:
+    """``log N(value; mean, e^log_std)`` summed over the last dimension."""
+    return -gaussian_nll(value, mean, log_std).sum(-1)
+
+
+def vae_loss(action_log_prob, posterior, prior, kl_weight: float):
+    """The negative ELBO and its terms: ``-mean log pi(a_t | s_t, z) + beta mean_B KL(q || p)``.
+
+    Args:
+        action_log_prob: ``(B, H)`` log pi of the segment's actions (summed over action dims).
+        posterior, prior: ``(mean, log_std)`` pairs, each ``(B, Z)``; the KL sums over Z.
+        kl_weight: beta.
+    """
+    if posterior[0].shape != prior[0].shape or posterior[0].shape[0] != action_log_prob.shape[0]:
+        raise ValueError(
+            f"vae_loss shapes: {tuple(action_log_prob.shape)}, {tuple(posterior[0].shape)}, "
+            f"{tuple(prior[0].shape)}"
+        )
+    reconstruction = -action_log_prob.mean()
+    kl = gaussian_kl(*posterior, *prior).sum(-1).mean()
+    loss = reconstruction + kl_weight * kl
+    return loss, {"reconstruction_nll": reconstruction.detach(), "kl": kl.detach(), "loss": loss.detach()}
+
+
+def segment_return(reward: torch.Tensor, discount: float) -> torch.Tensor:
+    """``(B,)`` ``sum_k discount^k r_k`` of ``(B, H)`` segment rewards (the high-level reward)."""
+    powers = discount ** torch.arange(reward.shape[1], device=reward.device, dtype=reward.dtype)
+    return (reward * powers).sum(1)
+
+
+def segment_offset(segment_step: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Steps from a window's start to the first segment start in it, given the window's first
+    step's index within its segment (0: a skill was drawn there)."""
+    return (horizon - segment_step) % horizon
+
+
+def optimistic_reward(reward: torch.Tensor, bonus: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """``reward + coefficient * bonus``: SUPE's label (predicted or true reward plus RND)."""
+    if reward.shape != bonus.shape:
+        raise ValueError(f"optimistic_reward shapes differ: {tuple(reward.shape)}, {tuple(bonus.shape)}")
+    return reward + coefficient * bonus
+
+
+# -- networks -------------------------------------------------------------------------------------
+class GaussianMLP(nn.Module):
+    """Two ReLU layers -> (mean, log std), log std clipped to [-20, 2] (the reference's
+    GaussianModule, whose last layers start 100x smaller: an initial std of about 1)."""
+
+    def __init__(self, input_dim: int, output_dim: int, hidden_dim: int):
+        super().__init__()
+        self.net = mlp(input_dim, hidden_dim, 2 * output_dim)
+        self.apply(orthogonal_init)
+        with torch.no_grad():
+            self.net[-1].weight.mul_(1e-2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(x).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+class SkillVAE(nn.Module):
+    """The reference's OPAL VAE: a bidirectional 2-layer GRU encoder over (MLP(s_t), a_t) whose
+    outputs at all H steps are concatenated into q's mean and log variance; p(z | s_0); pi(a | s, z)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, skill_dim: int, horizon: int, hidden_dim: int):
+        super().__init__()
+        self.embed = nn.Sequential(mlp(obs_dim, hidden_dim, hidden_dim, depth=1), nn.ReLU())
+        self.gru = nn.GRU(hidden_dim + action_dim, hidden_dim, 2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(horizon * 2 * hidden_dim, 2 * skill_dim)
+        self.prior = GaussianMLP(obs_dim, skill_dim, hidden_dim)
+        self.policy = GaussianMLP(obs_dim + skill_dim, action_dim, hidden_dim)
+        self.embed.apply(orthogonal_init)
+        self.head.apply(orthogonal_init)
+
+    def posterior(self, observation: torch.Tensor, action: torch.Tensor):
+        """``(B, H, obs)``, ``(B, H, A)`` segments -> q's ``(mean, log_std)``, each ``(B, Z)``."""
+        out, _ = self.gru(torch.cat([self.embed(observation), action], -1))
+        mean, log_var = self.head(out.flatten(1)).chunk(2, dim=-1)
+        return mean, 0.5 * log_var
+
+    def decode(self, observation: torch.Tensor, skill: torch.Tensor):
+        """pi(a | s, z): ``(mean, log_std)`` of the action, any leading shape."""
+        return self.policy(torch.cat([observation, skill], -1))
+
+    def label(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """A segment's high-level action: ``u = tanh(mean of q)`` ``(B, Z)``, kept off +-1."""
+        return torch.tanh(self.posterior(observation, action)[0]).clamp(-SKILL_LIMIT, SKILL_LIMIT)
+
+
+# -- the agent ------------------------------------------------------------------------------------
+class SUPEAgent(Agent):
+    """SUPE on URLB: skills pretrained offline from a dataset (``urlb.offline``), a high-level
+    policy finetuned online with the relabelled dataset.
+
+    Args:
+        hidden_dim: width of every network (256).
+        batch_size: segments per VAE update and per high-level minibatch (256).
+        horizon: H, env steps per skill (4).
+        skill_dim: size of z (8).
+        kl_weight: beta (0.1).
+        lr: Adam rate of the VAE, the SAC, the reward model and RND (3e-4).
+        discount: g, within a segment and per high-level transition (0.99).
+        offline_ratio: share of prior segments in a high-level minibatch (0.5).
+        utd_ratio: critic minibatches per update (20).
+        rnd_coefficient: c, the bonus's weight (8).
+        init_temperature, target_entropy_scale, critic_target_tau: the high-level SAC's (1.0,
+            0.5: target entropy -skill_dim / 2, 0.005).
+        updates_per_frame: finetuning updates per env step (1).
+        dataset: the prior data's path; pretraining fills it from ``dataset=``, finetuning reads
+            the snapshot's unless given.
+    """
+
+    pretrains_offline = True  # urlb.offline: pretrain.py needs dataset=<path>
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden_dim: int = 256,
+        batch_size: int = 256,
+        horizon: int = 4,
+        skill_dim: int = 8,
+        kl_weight: float = 0.1,
+        lr: float = 3e-4,
+        discount: float = 0.99,
+        offline_ratio: float = 0.5,
+        utd_ratio: int = 20,
+        rnd_coefficient: float = 8.0,
+        init_temperature: float = 1.0,
+        target_entropy_scale: float = 0.5,
+        critic_target_tau: float = 0.005,
+        updates_per_frame: float = 1.0,
+        dataset: str | None = None,
+    ):
+        super().__init__(obs_dim, action_dim)
+        if horizon < 1 or utd_ratio < 1 or not 0 <= offline_ratio < 1:
+            raise ValueError(
+                f"horizon={horizon} and utd_ratio={utd_ratio} must be >= 1 and offline_ratio="
+                f"{offline_ratio} in [0, 1)"
+            )
+        self.batch_size, self.horizon, self.latent_dim = batch_size, horizon, skill_dim
+        self.kl_weight, self.discount, self.offline_ratio = kl_weight, discount, offline_ratio
+        self.utd_ratio, self.rnd_coefficient = utd_ratio, rnd_coefficient
+        self.updates_per_frame, self.dataset = updates_per_frame, dataset
+        self.prior: DatasetSampler | None = None  # the prior data, loaded when finetuning needs it
+        self.skills = SkillVAE(obs_dim, action_dim, skill_dim, horizon, hidden_dim)
+        self.high = SACAgent(
+            obs_dim,
+            skill_dim,
+            hidden_dim=hidden_dim,
+            lr=lr,
+            batch_size=batch_size,
+            critic_target_tau=critic_target_tau,
+            init_temperature=init_temperature,
+            target_entropy_scale=target_entropy_scale,
+        )
+        self.reward_predictor = mlp(obs_dim + skill_dim, hidden_dim, 1, depth=3)  # r_hat(s, u)
+        self.reward_predictor.apply(orthogonal_init)
+        self.rnd = RND(obs_dim + skill_dim, skill_dim, hidden_dim=hidden_dim, lr=lr, rep_dim=hidden_dim)
+        self.skills_opt = torch.optim.Adam(self.skills.parameters(), lr=lr)
+        self.reward_opt = torch.optim.Adam(self.reward_predictor.parameters(), lr=lr)
+
+    @property
+    def actor(self) -> nn.Module:
+        """The high-level policy pi(u | s)."""
+        return self.high.actor
+
+    def optimisers(self):
+        high = {f"high.{name}": opt for name, opt in self.high.optimisers().items()}
+        rnd = {f"rnd.{name}": opt for name, opt in self.rnd.optimisers().items()}
+        return {"skills": self.skills_opt, "reward": self.reward_opt, **high, **rnd}
+
+    def replay_nstep(self, phase: str) -> int:
+        """Windows of 2H - 1 steps: each holds one whole segment, wherever it starts."""
+        return 2 * self.horizon - 1
+
+    def prepare_offline(self, sampler) -> None:
+        """Keep the dataset: a finetuning agent built in this process (tests) mixes it in."""
+        self.prior = sampler
+
+    # -- acting ---------------------------------------------------------------------------------
+    def init_state(self, num_envs: int, device="cpu") -> TensorDict:
+        """Per world: the skill u being run, the index of the next step within its segment
+        (0: draw a skill) and whether the high-level policy chose u (False in seed frames)."""
+        values = {
+            "skill": torch.zeros(num_envs, self.latent_dim, device=device),
+            "segment_step": torch.zeros(num_envs, dtype=torch.long, device=device),
+            "chosen": torch.zeros(num_envs, dtype=torch.bool, device=device),
+        }
+        return TensorDict(values, batch_size=[num_envs], device=device)
+
+    def replay_extras(self, state: TensorDict) -> dict[str, torch.Tensor]:
+        return {key: state[key] for key in ("skill", "segment_step", "chosen")}
+
+    def choose_skill(self, observation: torch.Tensor, explore: bool) -> torch.Tensor:
+        """u ``(N, Z)``: the high-level SAC's when finetuning, else the state prior's."""
+        if self.task_index is None:
+            mean, log_std = self.skills.prior(observation)
+            skill = torch.tanh(mean + log_std.exp() * torch.randn_like(mean) if explore else mean)
+        else:
+            skill = self.actor.sample(observation)[0] if explore else torch.tanh(self.actor(observation)[0])
+        return skill.clamp(-SKILL_LIMIT, SKILL_LIMIT)
+
+    @torch.no_grad()
+    def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
+        """Draw u where a segment starts (in place), then act with pi(a | s, atanh(u)): a sample
+        when exploring, the mean else, clipped to [-1, 1] (the reference's low-level actions)."""
+        start = state["segment_step"] == 0
+        state["skill"] = torch.where(start[:, None], self.choose_skill(observation, explore), state["skill"])
+        state["chosen"] = state["chosen"] | start
+        mean, log_std = self.skills.decode(observation, torch.atanh(state["skill"]))
+        action = mean + log_std.exp() * torch.randn_like(mean) if explore else mean
+        return action.clamp(-1, 1)
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """Advance each world's segment; a new one starts every H steps and where an episode ended."""
+        segment_step = (state["segment_step"] + 1) % self.horizon
+        state["segment_step"] = torch.where(step_output["done"], 0, segment_step)
+        state["chosen"] = state["chosen"] & (state["segment_step"] != 0)
+        return state
+
+    # -- learning -------------------------------------------------------------------------------
+    def update(self, source, step: int) -> dict[str, torch.Tensor]:
+        """Offline (no task): one VAE step on H-step windows of the dataset sampler. Finetuning:
+        ``utd_ratio`` critic minibatches from the replay and the prior data, then the actor."""
+        if self.task_index is None:
+            return self.update_skills(source.sample_windows(self.batch_size, self.horizon))
+        prior = self.prior_data()
+        for _ in range(self.utd_ratio):
+            batch, online, metrics = self.mixed_batch(source, prior)
+            metrics |= self.high.update_critic(
+                batch["observation"],
+                batch["skill"],
+                batch["reward"],
+                batch["discount"],
+                batch["next_observation"],
+            )
+            metrics |= self.update_reward_predictor(online)
+        metrics |= self.high.update_actor(batch["observation"], step)  # RLPD: on the last minibatch
+        inputs = torch.cat([online["observation"], online["skill"]], -1)
+        rnd = self.rnd.update(TensorDict({"observation": inputs}, batch_size=inputs.shape[:1]))
+        return metrics | {"rnd_loss": rnd["rnd_loss"]}
+
+    def update_skills(self, windows: TensorDict) -> dict[str, torch.Tensor]:
+        observation, action = windows["observation"], windows["action"]
+        posterior = self.skills.posterior(observation, action)
+        skill = posterior[0] + posterior[1].exp() * torch.randn_like(posterior[0])
+        mean, log_std = self.skills.decode(observation, skill[:, None].expand(-1, self.horizon, -1))
+        prior = self.skills.prior(observation[:, 0])
+        loss, metrics = vae_loss(gaussian_log_prob(action, mean, log_std), posterior, prior, self.kl_weight)
+        optimise(self.skills_opt, loss)
+        return metrics | {"prior_std": prior[1].exp().mean().detach()}
+
+    def mixed_batch(self, replay, prior: DatasetSampler):
+        """One high-level minibatch ``(B,)``: online segments first, then ``offline_ratio`` of
+        relabelled prior ones, rewards made optimistic; also the online part and metrics."""
+        offline_size = round(self.batch_size * self.offline_ratio)
+        online = self.label_online(replay.sample_sequences(self.batch_size - offline_size))
+        metrics = {"online_return": online["reward"].mean()}
+        batch = online.clone()  # the online part keeps its true R for the reward model
+        if offline_size:
+            offline = self.label_prior(prior.sample_windows(offline_size, self.horizon))
+            metrics["prior_reward"] = offline["reward"].mean()
+            batch = torch.cat([online, offline])
+        with torch.no_grad():
+            bonus = self.rnd.prediction_error(torch.cat([batch["observation"], batch["skill"]], -1))
+        batch["reward"] = optimistic_reward(batch["reward"], bonus, self.rnd_coefficient)
+        return batch, online, metrics | {"bonus": bonus.mean()}
+
+    @torch.no_grad()
+    def label_online(self, windows: TensorDict) -> TensorDict:
+        """High-level transitions from ``(B, 2H - 1)`` replay windows: the segment starting at
+        the first skill draw in each, its chosen u (the encoder's label where none was chosen)
+        and its true reward R."""
+        offset = segment_offset(windows["segment_step"][:, 0], self.horizon)
+        steps = offset[:, None] + torch.arange(self.horizon, device=offset.device)  # (B, H)
+        rows = torch.arange(len(steps), device=steps.device)[:, None]
+        segment = TensorDict({k: v[rows, steps] for k, v in windows.items()}, batch_size=steps.shape)
+        skill = self.skills.label(segment["observation"], segment["action"])
+        skill = torch.where(segment["chosen"][:, :1], segment["skill"][:, 0], skill)
+        reward = segment_return(segment["task_reward"][..., self.task_index], self.discount)
+        return self.transitions(segment, skill, reward)
+
+    @torch.no_grad()
+    def label_prior(self, windows: TensorDict) -> TensorDict:
+        """High-level transitions from ``(B, H)`` dataset windows: the encoder's u and r_hat(s, u)."""
+        skill = self.skills.label(windows["observation"], windows["action"])
+        reward = self.predict_reward(windows["observation"][:, 0], skill)
+        return self.transitions(windows, skill, reward)
+
+    def transitions(self, segment: TensorDict, skill: torch.Tensor, reward: torch.Tensor) -> TensorDict:
+        """(s_t, u, R, g * not terminated, s_t+H) of ``(B, H)`` segments (an episode ends at
+        most at a segment's last step; a time limit keeps the discount, as URLB bootstraps)."""
+        values = {
+            "observation": segment["observation"][:, 0],
+            "skill": skill,
+            "reward": reward,
+            "discount": self.discount * (~segment["terminated"][:, -1]).float(),
+            "next_observation": segment["next_observation"][:, -1],
+        }
+        return TensorDict(values, batch_size=skill.shape[:1], device=skill.device)
+
+    def predict_reward(self, observation: torch.Tensor, skill: torch.Tensor) -> torch.Tensor:
+        return self.reward_predictor(torch.cat([observation, skill], -1)).squeeze(-1)
+
+    def update_reward_predictor(self, online: TensorDict) -> dict[str, torch.Tensor]:
+        """r_hat regresses the online segments' true R (no bonus), as the reference's RM."""
+        loss = (
+            (self.predict_reward(online["observation"], online["skill"]) - online["reward"]).square().mean()
+        )
+        optimise(self.reward_opt, loss)
+        return {"reward_model_loss": loss.detach()}
+
+    def prior_data(self) -> DatasetSampler:
+        """The prior data: the sampler kept by ``prepare_offline`` or ``init_from``, else loaded
+        from ``dataset`` onto this agent's device (first finetuning update)."""
+        if self.prior is None:
+            if self.dataset is None:
+                raise ValueError(
+                    "SUPE finetunes with its prior data: finetune a pretrained snapshot (snapshot=<updates>) "
+                    "or pass agent.dataset=<path>"
+                )
+            self.prior = DatasetSampler.load(self.dataset, next(self.parameters()).device)
+            width = self.prior.fields["observation"].shape[1]
+            if width != self.obs_dim:
+                raise ValueError(
+                    f"dataset {self.dataset} has {width}-dim observations, the env {self.obs_dim}; "
+                    "pass the dataset of this domain (agent.dataset=<path>)"
+                )
+        return self.prior
+
+    # -- transfer -------------------------------------------------------------------------------
+    def init_from(self, pretrained: SUPEAgent) -> None:
+        """The skill VAE (encoder, state prior, low-level policy), frozen from now on, and the
+        prior data (its sampler, or the path it was pretrained from); the high-level SAC, the
+        reward model and RND start fresh, as the paper learns them online."""
+        self.skills.load_state_dict(pretrained.skills.state_dict())
+        self.skills.requires_grad_(False)
+        self.dataset = self.dataset or pretrained.dataset
+        self.prior = pretrained.prior
