@@ -55,18 +55,18 @@ OFFLINE = ["pdt", "supe"]  # dataset agents: pretrain.py ... dataset=<path>
 
 
 def test_every_agent_pretrains_then_finetunes(tmp_path):
-    """Plain DDPG and SAC, DIAYN, the URLB baselines and Dreamer with Plan2Explore, through
-    the real entry points in one Hydra multirun each (METRA has its own test below). On
-    jaco, whose 250-step episodes keep the evaluations short."""
-    agents = ["ddpg", "sac", "diayn", *BASELINES, "plan2explore"]
+    """Plain DDPG, DIAYN, the URLB baselines and Dreamer with Plan2Explore, through the real
+    entry points in one Hydra multirun each (METRA, on the SAC backbone, has its own tests
+    below). On jaco, whose 250-step episodes keep the evaluations short."""
+    agents = ["ddpg", "diayn", *BASELINES, "plan2explore"]
     snapshots = tmp_path / "snapshots"
     common = [f"agent={','.join(agents)}", f"snapshot_root={snapshots}", "protocol.num_envs=4"]
-    common += ["protocol.finetune_frames=600"]
+    common += ["protocol.finetune_frames=500", "protocol.log_every_frames=100"]
     entry(
         "pretrain.py",
         "env=jaco",
-        "protocol.pretrain_frames=600",
-        "protocol.snapshot_frames=[300,600]",
+        "protocol.pretrain_frames=500",
+        "protocol.snapshot_frames=[252,500]",
         f"run_dir={tmp_path}/pre/${{hydra:runtime.choices.agent}}",
         f"hydra.sweep.dir={tmp_path}/multirun_pre",
         *common,
@@ -75,7 +75,7 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
     entry(
         "finetune.py",
         "task=jaco_reach_top_left",
-        "snapshot=300",
+        "snapshot=252",
         f"run_dir={tmp_path}/fine/${{hydra:runtime.choices.agent}}",
         f"hydra.sweep.dir={tmp_path}/multirun_fine",
         *common,
@@ -83,7 +83,7 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
     )
     for agent in agents:
         pre, fine = tmp_path / "pre" / agent, tmp_path / "fine" / agent
-        for frames in (300, 600):
+        for frames in (252, 500):
             assert (snapshots / agent / "jaco" / "seed_1" / f"snapshot_{frames}.pt").exists(), agent
         # logs: TensorBoard events, CSVs, the resolved config and the git revision
         assert list((pre / "tb").glob("events.out.tfevents.*")), agent
@@ -106,10 +106,10 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
             with open(fine / "train.csv") as f:
                 assert any(r.get("reward_mse") for r in csv.DictReader(f))  # the reward head learns
         out = records(fine)
-        assert [r["frames"] for r in out] == [600], agent
+        assert [r["frames"] for r in out] == [500], agent
         record = out[-1]
-        assert record["task"] == "jaco_reach_top_left" and record["snapshot_frames"] == 300, agent
-        assert record["pretrain_frames"] == 600 and record["finetune_frames"] == 600, agent
+        assert record["task"] == "jaco_reach_top_left" and record["snapshot_frames"] == 252, agent
+        assert record["pretrain_frames"] == 500 and record["finetune_frames"] == 500, agent
         assert record["normalised_score"] == pytest.approx(record["return"] / 191.0)
     # SMM tried each of its skills and fixed the best; CIC pursued the fixed mean skill
     selection = json.loads((tmp_path / "fine" / "smm" / "skill_selection.json").read_text())
@@ -329,15 +329,16 @@ def test_pdt_pretrains_offline_then_finetunes_online(tmp_path, random_jaco_datas
         "task=jaco_reach_top_left",
         "snapshot=20",
         "agent.return_warmup_updates=20",
-        "protocol.finetune_frames=600",
-        "protocol.checkpoint_every_frames=600",
+        "protocol.finetune_frames=500",
+        "protocol.checkpoint_every_frames=500",
+        "protocol.log_every_frames=100",
         f"snapshot_root={snapshots}",
         f"run_dir={fine}",
     )
     record = records(fine)[-1]
-    assert record["frames"] == 600 and record["snapshot_frames"] == 20 and record["pretrain_frames"] == 500
+    assert record["frames"] == 500 and record["snapshot_frames"] == 20 and record["pretrain_frames"] == 500
     agent = load_snapshot(checkpoint_path(fine))["agent"]["modules"]
-    assert int(agent["finetune_updates"]) == 60  # (600 - 400 seed frames) * 0.3 updates per frame
+    assert int(agent["finetune_updates"]) == 30  # 51 steps of 2 worlds from frame 400 on, 0.3 per frame
     pretrained = snapshot["agent"]
     assert not torch.equal(agent["return_head.mean.weight"], pretrained["return_head.mean.weight"])
     assert not torch.equal(
@@ -377,18 +378,19 @@ def test_supe_pretrains_offline_then_finetunes_online(tmp_path, random_jaco_data
         "agent.updates_per_frame=0.25",
         "task=jaco_reach_top_left",
         "snapshot=20",
-        "protocol.finetune_frames=600",
-        "protocol.checkpoint_every_frames=600",
+        "protocol.finetune_frames=500",
+        "protocol.checkpoint_every_frames=500",
+        "protocol.log_every_frames=100",
         f"snapshot_root={snapshots}",
         f"run_dir={fine}",
     )
     assert "replay.nstep=7" in result.stdout  # windows of 2H - 1 steps hold one whole segment
     record = records(fine)[-1]
-    assert record["frames"] == 600 and record["snapshot_frames"] == 20 and record["pretrain_frames"] == 500
+    assert record["frames"] == 500 and record["snapshot_frames"] == 20 and record["pretrain_frames"] == 500
     checkpoint = load_snapshot(checkpoint_path(fine))
     modules, pretrained = checkpoint["agent"]["modules"], snapshot["agent"]
-    # from frame 400 on, 0.25 updates per frame: 101 steps of 2 worlds make 50 updates
-    assert int(checkpoint["agent"]["optimisers"]["high.actor"]["state"][0]["step"]) == 50
+    # from frame 400 on, 0.25 updates per frame: 51 steps of 2 worlds make 25 updates
+    assert int(checkpoint["agent"]["optimisers"]["high.actor"]["state"][0]["step"]) == 25
     for name in ("skills.policy.net.0.weight", "skills.head.weight", "skills.prior.net.0.weight"):
         assert torch.equal(modules[name], pretrained[name]), name
     with open(fine / "train.csv") as f:
