@@ -55,10 +55,10 @@ OFFLINE = ["pdt", "supe"]  # dataset agents: pretrain.py ... dataset=<path>
 
 
 def test_every_agent_pretrains_then_finetunes(tmp_path):
-    """Plain DDPG, DIAYN, the URLB baselines and Dreamer with Plan2Explore, through the real
-    entry points in one Hydra multirun each (METRA, on the SAC backbone, has its own tests
-    below). On jaco, whose 250-step episodes keep the evaluations short."""
-    agents = ["ddpg", "diayn", *BASELINES, "plan2explore"]
+    """Plain DDPG and SAC, DIAYN, the URLB baselines and Dreamer with Plan2Explore, through
+    the real entry points in one Hydra multirun each (METRA has its own test below). On
+    jaco, whose 250-step episodes keep the evaluations short."""
+    agents = ["ddpg", "sac", "diayn", *BASELINES, "plan2explore"]
     snapshots = tmp_path / "snapshots"
     common = [f"agent={','.join(agents)}", f"snapshot_root={snapshots}", "protocol.num_envs=4"]
     common += ["protocol.finetune_frames=500", "protocol.log_every_frames=100"]
