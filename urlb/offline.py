@@ -30,7 +30,6 @@ A checkpoint holds the agent with its optimisers, the counters and the RNG state
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from hydra.utils import get_class
 
 from urlb.checkpoint import checkpoint_path, load_snapshot, save_snapshot
 from urlb.evaluate import EXPERT_SCORES, append_record, evaluate, normalised_score
-from urlb.runner import NonFiniteLossError
+from urlb.runner import check_finite
 
 
 def is_dataset_agent(agent_cfg) -> bool:
@@ -84,18 +83,6 @@ class OfflineSchedule:
 
 def due(updates: int, every: int) -> bool:
     return every > 0 and updates % every == 0
-
-
-def check_finite(metrics: dict[str, torch.Tensor], updates: int) -> None:
-    """Stop on a NaN or inf metric (one host sync, at log, snapshot and checkpoint time)."""
-    if not metrics:
-        return
-    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
-    bad = [key for key, value in zip(metrics, values, strict=True) if not math.isfinite(value)]
-    if bad:
-        raise NonFiniteLossError(
-            f"non-finite {', '.join(bad)} at update {updates}; the last good snapshot and checkpoint are kept"
-        )
 
 
 class OfflineRunner:
@@ -151,7 +138,7 @@ class OfflineRunner:
             if due(self.updates, schedule.eval_every_updates) or self.updates == schedule.total_updates:
                 last_eval = self.evaluate()
             if self.updates in schedule.snapshot_updates and self.write_snapshot is not None:
-                check_finite(self.last_metrics, self.updates)
+                check_finite(self.last_metrics, f"update {self.updates}")
                 self.write_snapshot(self.updates)
             if due(self.updates, schedule.checkpoint_every_updates):
                 self.save_checkpoint()
@@ -159,7 +146,7 @@ class OfflineRunner:
         return last_eval
 
     def log_training(self, started: float, started_updates: int) -> None:
-        check_finite(self.last_metrics, self.updates)
+        check_finite(self.last_metrics, f"update {self.updates}")
         elapsed = time.perf_counter() - started
         self.logger.log("train", self.last_metrics, self.updates)
         rate = (self.updates - started_updates) / max(elapsed, 1e-9)
@@ -207,7 +194,7 @@ class OfflineRunner:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def save_checkpoint(self) -> None:
-        check_finite(self.last_metrics, self.updates)
+        check_finite(self.last_metrics, f"update {self.updates}")
         save_snapshot(checkpoint_path(self.run_dir), self.state_dict())
 
     def resume(self) -> bool:

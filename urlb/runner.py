@@ -44,6 +44,19 @@ class Schedule:
     snapshot_frames: tuple[int, ...] = field(default_factory=tuple)
 
 
+def check_finite(metrics: dict[str, torch.Tensor], where: str) -> None:
+    """Stop on a NaN or inf metric, naming it and ``where`` (one host sync: called at log,
+    snapshot and checkpoint time, by the online and the offline loop)."""
+    if not metrics:
+        return
+    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()])
+    if not bool(torch.isfinite(values).all()):
+        bad = [k for k, v in zip(metrics, values.tolist(), strict=True) if not math.isfinite(v)]
+        raise NonFiniteLossError(
+            f"non-finite {', '.join(bad)} at {where}; the last good snapshot and checkpoint are kept"
+        )
+
+
 def crossed(previous: int, current: int, every: int) -> bool:
     """Whether a multiple of ``every`` lies in ``(previous, current]``."""
     return every > 0 and previous // every != current // every
@@ -178,16 +191,7 @@ class OnlineRunner:
 
     # -- reporting ----------------------------------------------------------------------------
     def check_finite(self) -> None:
-        """Stop on a NaN or inf loss (one host sync, at log, snapshot and checkpoint time)."""
-        if not self.last_metrics:
-            return
-        values = torch.stack([v.detach().float().reshape(()) for v in self.last_metrics.values()])
-        if not bool(torch.isfinite(values).all()):
-            bad = [k for k, v in zip(self.last_metrics, values.tolist(), strict=True) if not math.isfinite(v)]
-            raise NonFiniteLossError(
-                f"non-finite {', '.join(bad)} at frame {self.frame} (update {self.updates}); "
-                "the last good snapshot and checkpoint are kept"
-            )
+        check_finite(self.last_metrics, f"frame {self.frame} (update {self.updates})")
 
     def log_training(self, started: float, started_frame: int) -> None:
         self.check_finite()
