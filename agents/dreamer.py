@@ -35,10 +35,9 @@ import copy
 
 import torch
 from tensordict import TensorDict
-from torch import nn
 
 from agents.base import Agent
-from urlb.nets import hard_update
+from urlb.nets import clipped_step, hard_update
 from urlb.world_model import (
     RSSM,
     Actor,
@@ -228,7 +227,7 @@ class DreamerAgent(Agent):
     def update(self, replay, step: int) -> dict[str, torch.Tensor]:
         batch = replay.sample_sequences(self.num_sequences)
         loss, metrics, posterior, embed = self.world_model_loss(batch)
-        metrics["model_grad_norm"] = self._optimise(self.model_opt, loss)
+        metrics["model_grad_norm"] = clipped_step(self.model_opt, loss, self.grad_clip)
         feature = RSSM.feature(posterior).detach()
         if self.task_index is None and self.reward_model is not None:
             metrics |= self.reward_model.update(
@@ -331,9 +330,9 @@ class DreamerAgent(Agent):
         weight = torch.cat([torch.ones_like(discount[:1]), discount[:-1]]).cumprod(0).detach()
         scale = self.actor_entropy if self.task_index is not None else self.intrinsic_actor_entropy
         loss = actor_loss(target, entropy[:-1], weight, scale)
-        actor_grad_norm = self._optimise(self.actor_opt, loss)
+        actor_grad_norm = clipped_step(self.actor_opt, loss, self.grad_clip)
         value_loss = critic_loss(self.critic(features[:-1].detach()).squeeze(-1), target.detach(), weight)
-        critic_grad_norm = self._optimise(self.critic_opt, value_loss)
+        critic_grad_norm = clipped_step(self.critic_opt, value_loss, self.grad_clip)
         if self._behaviour_updates % self.slow_critic_every == 0:
             hard_update(self.slow_critic, self.critic)
         self._behaviour_updates += 1
@@ -349,17 +348,6 @@ class DreamerAgent(Agent):
             "imagined_reward": reward[1:].mean().detach(),
             "imagined_reward_std": reward[1:].std().detach(),
         }
-
-    def _optimise(self, optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
-        """Backpropagate ``loss`` into ``optimiser``'s parameters only (the actor's loss
-        passes through the model and critic without training them), clip the gradient norm
-        at ``grad_clip``, step. Returns the norm before clipping."""
-        params = [p for group in optimiser.param_groups for p in group["params"]]
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        norm = nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.grad_clip)
-        optimiser.step()
-        return norm
 
     # -- transfer -------------------------------------------------------------------------------
     def init_from(self, pretrained: DreamerAgent) -> None:

@@ -45,7 +45,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from urlb.nets import gaussian_kl, gaussian_log_prob_tanh, gaussian_nll, optimise
+from urlb.nets import clipped_step, gaussian_kl, gaussian_log_prob_tanh, gaussian_nll, optimise
 from urlb.transformer import GaussianHead, Lamb, TokenTransformer, causal_mask
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the policy's (online-DT's DiagGaussianActor)
@@ -355,11 +355,7 @@ class PDTAgent(Agent):
         )
         for group in self.model_opt.param_groups:  # linear warmup (the reference's LambdaLR)
             group["lr"] = self.lr * min((self._model_updates + 1) / self.warmup_updates, 1.0)
-        self.model_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for group in self.model_opt.param_groups for p in group["params"]]
-        metrics["grad_norm"] = nn.utils.clip_grad_norm_(params, self.grad_clip)
-        self.model_opt.step()
+        metrics["grad_norm"] = clipped_step(self.model_opt, loss, self.grad_clip)
         self._model_updates += 1
         self.model_updates += 1
         optimise(

@@ -19,6 +19,7 @@ from tensordict import TensorDict
 from agents.dreamer import DreamerAgent, actor_loss, critic_loss
 from envs import make_env
 from urlb.logging import Logger
+from urlb.nets import clipped_step
 from urlb.replay import ReplayBuffer
 from urlb.runner import OnlineRunner, Schedule
 from urlb.world_model import (
@@ -161,7 +162,7 @@ def test_imagination_shapes_and_which_parameters_each_loss_trains():
     )
     actor_before = copy.deepcopy(agent.actor.state_dict())
     loss, metrics, posterior, embed = agent.world_model_loss(batch)
-    agent._optimise(agent.model_opt, loss)
+    clipped_step(agent.model_opt, loss, agent.grad_clip)
     assert posterior["deter"].shape == (2, 7, 8) and embed.shape == (2, 7, 16)
     assert {"model_kl", "reconstruction_mse", "reward_mse"} <= set(metrics)
     assert all(p.grad is not None for p in agent.reward_head.parameters())  # finetuning: reward learns

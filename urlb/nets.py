@@ -49,6 +49,18 @@ def optimise(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimiser.step()
 
 
+def clipped_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """One gradient step on ``loss`` into ``optimiser``'s parameters only (a loss that passes
+    through other modules, e.g. an actor's through a world model, leaves their gradients
+    alone), with the gradient norm clipped at ``max_norm``. Returns the norm before clipping."""
+    params = [p for group in optimiser.param_groups for p in group["params"]]
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+    optimiser.step()
+    return norm
+
+
 class TruncatedNormal(torch.distributions.Normal):
     """DrQ-v2 / URLB's exploration distribution: a Gaussian whose samples are clipped to
     [-1, 1] with a straight-through gradient, and whose noise can be clipped at ``clip``."""
