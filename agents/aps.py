@@ -21,8 +21,15 @@ the weights, so resume keeps it). URLB's released code solves the transposed pro
 (``lstsq(r, phi)``, which gives ``w`` proportional to ``sum r phi``) on n-step returns; we
 solve the regression the paper states.
 
-Transfer to finetuning: the backbone's (actor, critic trunk; the successor-feature heads
-start fresh) and ``phi``.
+Pixels: ``phi`` reads the shared encoder's features, detached (``trains_encoder`` False:
+the critic's loss trains the encoder). A departure: URLB's APS encodes ``s'`` with
+gradients, lets its ``phi`` loss step the encoder (``update_aps`` steps ``encoder_opt``) and
+detaches the critic's features. The regression encodes one-step transitions drawn by
+``replay.sample_transitions`` (a pixel replay stores no flat dataset) with the backbone's
+encoder, unshifted.
+
+Transfer to finetuning: the backbone's (encoder, actor, critic trunk; the successor-feature
+heads start fresh) and ``phi``.
 """
 
 from __future__ import annotations
@@ -90,16 +97,25 @@ class APS(SkillModel):
         optimise(self.optimiser, loss)
         return {"aps_loss": loss.detach()}
 
-    def adapt(self, replay, frame: int, state: TensorDict, task_index: int | None) -> TensorDict:
-        """At finetuning frame ``num_init_frames``: regress the task vector and fix it."""
+    def adapt(self, replay, frame: int, state: TensorDict, task_index: int | None, encode=None) -> TensorDict:
+        """At finetuning frame ``num_init_frames``: regress the task vector and fix it. States:
+        ``lstsq_samples`` distinct transitions of ``replay.to_dataset()``; pixels (``encode``
+        given): ``replay.sample_transitions(lstsq_samples)`` encoded by ``encode``."""
         if task_index is None or self._fixed or frame < self.num_init_frames:
             return state
-        data = replay.to_dataset()
-        rows = torch.randperm(len(data["task_reward"]), device=data["task_reward"].device)[
-            : self.lstsq_samples
-        ]
+        if encode is None:
+            data = replay.to_dataset()
+            rows = torch.randperm(len(data["task_reward"]), device=data["task_reward"].device)[
+                : self.lstsq_samples
+            ]
+            next_observation, reward = data["next_observation"][rows], data["task_reward"][rows, task_index]
+        else:
+            if not hasattr(replay, "sample_transitions"):
+                raise TypeError("APS's task regression on pixels needs replay.sample_transitions(batch_size)")
+            data = replay.sample_transitions(self.lstsq_samples)
+            next_observation, reward = encode(data["next_observation"]), data["task_reward"][:, task_index]
         with torch.no_grad():
-            phi = nn.functional.normalize(self.features(data["next_observation"][rows]), dim=1)
-        self.fix_skill(regress_task(phi, data["task_reward"][rows, task_index]))
+            phi = nn.functional.normalize(self.features(next_observation), dim=1)
+        self.fix_skill(regress_task(phi, reward))
         state["skill"] = self.draw(state.batch_size[0], state["skill"].device)
         return state

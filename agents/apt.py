@@ -23,6 +23,12 @@ representations, chosen by ``representation``:
   the next states. For inputs that are already a learned representation: a world model's
   latent features (Rajeswar et al. 2023 take the kNN entropy of Dreamer's latent states).
 
+Pixels: the representation reads the shared encoder's features, and, for ``icm`` and
+``contrastive``, its loss trains the encoder while pretraining (``trains_encoder``; URLB's
+``icm_apt`` steps ``encoder_opt`` in its ICM update): ``s`` with gradients, ``s'`` without,
+the critic on detached features. ``identity`` has no loss and leaves the encoder to the
+critic.
+
 Transfer to finetuning: the backbone's; the representation rides along unused.
 """
 
@@ -59,6 +65,7 @@ class APT(RewardModel):
             )
         self.representation = representation
         self.temperature = temperature
+        self.trains_encoder = representation != "identity"
         if representation == "icm":
             self.icm = ForwardInverseModel(obs_dim, action_dim, hidden_dim, rep_dim)
             parameters = list(self.icm.parameters())

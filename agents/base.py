@@ -38,6 +38,14 @@ Rewards: during reward-free pretraining the runner calls ``agent.set_task(None)`
 updates train on ``intrinsic_reward(batch)``; at finetune time ``set_task(index)`` makes
 them train on that column of ``batch["task_reward"]`` alone (URLB: extrinsic reward only).
 
+Pixels: the backbones read frames ``(C, H, W)`` through one shared encoder
+(``urlb.encoders``, DrQ-v2's, as URLB does). ``update`` then shifts both frame stacks at
+random and encodes them (:meth:`Agent.encode_batch`); the reward model and the critic see
+the encoder's features where states would be, skills appended after them. One loss trains
+the encoder per update (:meth:`Agent.encoder_learner`): a reward model's own while
+pretraining when it ``trains_encoder`` (URLB's ICM, Disagreement, ProtoRL, APT), else the
+critic's; ``update_encoder=False`` freezes it. ``act`` encodes without augmentation.
+
 ``init_from(pretrained)`` copies what transfers from a pretrained agent of the same class
 and says so in its docstring; state_dict round trips restore everything an update reads
 (networks, target networks, optimisers, temperature) via ``training_state``.
@@ -46,10 +54,13 @@ and says so in its docstring; state_dict round trips restore everything an updat
 from __future__ import annotations
 
 import abc
+import contextlib
 
 import torch
 from tensordict import TensorDict
 from torch import nn
+
+from urlb.encoders import RandomShift, make_encoder
 
 
 class RewardModel(nn.Module):
@@ -65,12 +76,18 @@ class RewardModel(nn.Module):
             that the critic dots with the skill (APS), instead of one value.
         transfer_whole_critic: finetuning copies the whole pretrained critic, Q heads too
             (ProtoRL's ``init_from``), not URLB's default of the trunk alone.
+        trains_encoder: on pixels, the model's own loss trains the backbone's shared encoder
+            while pretraining (URLB's ICM, Disagreement, ProtoRL, APT): :meth:`update` gets
+            features with gradients, the backbone steps the encoder's optimiser after it and
+            the critic gets detached features. Otherwise the model sees detached features
+            and the critic's loss trains the encoder.
     """
 
     skill_dim: int = 0
     nstep: int | None = None
     successor_features: bool = False
     transfer_whole_critic: bool = False
+    trains_encoder: bool = False
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         """The pretraining reward ``(B,)`` of a replay batch (n-step: ``observation`` and
@@ -95,11 +112,13 @@ class RewardModel(nn.Module):
     def finetune(self) -> None:
         """Switch to finetuning (e.g. fix how skills are chosen); called by ``init_from``."""
 
-    def adapt(self, replay, frame: int, state: TensorDict, task_index: int | None) -> TensorDict:
+    def adapt(self, replay, frame: int, state: TensorDict, task_index: int | None, encode=None) -> TensorDict:
         """Called by the runner after every env step with the replay, the frame count and
         the carried state; returns the carried state. A model that changes course from the
         data collected so far does it here (APS regresses its task vector from the first
-        finetuning frames). Must stay cheap when it has nothing to do: a host-side check."""
+        finetuning frames). Must stay cheap when it has nothing to do: a host-side check.
+        ``encode`` maps the replay's observations to what the model reads (the backbone's
+        encoder on pixels: :meth:`Agent.encode_observation`), None on states."""
         return state
 
 
@@ -191,9 +210,16 @@ class Agent(nn.Module, abc.ABC):
     """Base class: a torch module with the hooks the runner calls (see module docstring).
 
     Args:
-        obs_dim, action_dim: env sizes.
+        obs_dim, action_dim: env sizes (``obs_dim``: an int for state vectors, ``(C, H, W)``
+            for frames).
         reward_model: a callable ``(obs_dim=, action_dim=) -> RewardModel`` (a Hydra
-            partial in the configs), or None for the plain backbone.
+            partial in the configs), or None for the plain backbone. Built with
+            ``obs_dim=repr_dim``: on pixels it reads the shared encoder's features.
+        shared_encoder: read observations through ``urlb.encoders.make_encoder`` (the
+            actor-critic backbones): ``self.encoder`` (the identity for states),
+            ``self.repr_dim``, ``self.pixels`` and a random shift for frames. Agents that
+            handle observations themselves (world models) leave it off. A backbone that
+            trains the encoder sets ``self.encoder_opt``.
     """
 
     # An agent's own update-to-data ratio, used by the runner in place of the protocol's
@@ -201,14 +227,40 @@ class Agent(nn.Module, abc.ABC):
     updates_per_frame: float | None = None
     # Dataset agents (PDT) pretrain offline from a reward-free dataset (``urlb.offline``).
     pretrains_offline: bool = False
+    # The frames an agent needs on ``obs=pixels`` when they differ from the config's
+    # (``size``, ``frame_stack``; DreamerV2: single 64x64 frames); None: the config's.
+    pixel_format: dict | None = None
+    # Frames read through the shared encoder (``shared_encoder`` and an ``(C, H, W)`` obs_dim).
+    pixels: bool = False
+    # The shared encoder's optimiser (URLB's ``encoder_opt``); None: no encoder to train
+    # (state vectors) or a frozen one (``update_encoder=False``).
+    encoder_opt: torch.optim.Optimizer | None = None
 
-    def __init__(self, obs_dim: int, action_dim: int, reward_model=None):
+    def __init__(
+        self,
+        obs_dim: int | tuple[int, int, int],
+        action_dim: int,
+        reward_model=None,
+        shared_encoder: bool = False,
+    ):
         super().__init__()
         self.obs_dim = obs_dim
         self.action_dim = action_dim
         self.task_index: int | None = None
-        self.reward_model = reward_model(obs_dim=obs_dim, action_dim=action_dim) if reward_model else None
+        self.repr_dim = obs_dim
+        if shared_encoder:
+            self.encoder, self.repr_dim = make_encoder(obs_dim)
+            self.pixels = not isinstance(self.encoder, nn.Identity)
+            self.augment = RandomShift(pad=4) if self.pixels else None  # DrQ-v2's pad
+        self.reward_model = (
+            reward_model(obs_dim=self.repr_dim, action_dim=action_dim) if reward_model else None
+        )
         self.skill_dim = self.reward_model.skill_dim if self.reward_model is not None else 0
+        if self.pixels and getattr(self.reward_model, "observe_pose", False):
+            raise ValueError(
+                f"{type(self.reward_model).__name__}: observe_pose appends the global pose to state "
+                "observations; pixels have none (set reward_model.observe_pose=false)"
+            )
 
     def replay_nstep(self, phase: str) -> int | None:
         """The replay window this agent samples in ``phase`` ("pretrain" or "finetune"), or
@@ -238,7 +290,8 @@ class Agent(nn.Module, abc.ABC):
         (``RewardModel.adapt``)."""
         if self.reward_model is None:
             return state
-        return self.reward_model.adapt(replay, frame, state, self.task_index)
+        encode = self.encode_observation if self.pixels else None
+        return self.reward_model.adapt(replay, frame, state, self.task_index, encode=encode)
 
     @property
     def critic_task_dim(self) -> int:
@@ -259,20 +312,69 @@ class Agent(nn.Module, abc.ABC):
     def update(self, replay, step: int) -> dict[str, torch.Tensor]:
         """One update from ``replay`` (anything with ``sample(batch_size)``); returns metrics.
 
-        This default is the actor-critic template the backbones fill in: sample, train the
-        reward model (pretraining), pick the reward, one critic step, one actor step. Agents
-        of another shape (world models, sequence models) override it whole."""
-        batch = replay.sample(self.batch_size)
+        This default is the actor-critic template the backbones fill in: sample, encode
+        (pixels), train the reward model (pretraining), pick the reward, one critic step
+        (which also steps the shared encoder when the critic trains it), one actor step.
+        Agents of another shape (world models, sequence models) override it whole."""
+        batch = self.encode_batch(replay.sample(self.batch_size))
         metrics = self.update_reward_model(batch) if self.task_index is None else {}
         reward, reward_metrics = self.reward(batch)
-        observation = self.inputs(batch["observation"], batch)
+        learner = self.encoder_learner()
+        features = batch["observation"].detach() if learner == "reward_model" else batch["observation"]
+        observation = self.inputs(features, batch)
         next_observation = self.inputs(batch["next_observation"], batch)
         metrics |= reward_metrics
-        metrics |= self.update_critic(
-            observation, batch["action"], reward, batch["discount"], next_observation
-        )
+        with self.stepping_encoder(learner == "critic"):
+            metrics |= self.update_critic(
+                observation, batch["action"], reward, batch["discount"], next_observation
+            )
         metrics |= self.update_actor(observation.detach(), step)
         return metrics
+
+    # -- the shared encoder (pixels) -------------------------------------------------------------
+    def encoder_learner(self) -> str | None:
+        """Whose loss trains the shared encoder in this update: ``"reward_model"`` (one that
+        ``trains_encoder``, while pretraining), ``"critic"``, or None (state vectors, or a
+        frozen encoder)."""
+        if self.encoder_opt is None:
+            return None
+        model = self.reward_model
+        if self.task_index is None and model is not None and model.trains_encoder:
+            return "reward_model"
+        return "critic"
+
+    def encode_batch(self, batch: TensorDict) -> TensorDict:
+        """The batch with ``observation`` and ``next_observation`` replaced by the encoder's
+        features ``(B, repr_dim)`` of randomly shifted frames (DrQ-v2): the observation with
+        gradients when the encoder trains, the next observation without (URLB). State
+        batches are returned as they are."""
+        if not self.pixels:
+            return batch
+        observation = self.augment(batch["observation"])
+        next_observation = self.augment(batch["next_observation"])
+        with torch.set_grad_enabled(self.encoder_opt is not None):
+            features = self.encoder(observation)
+        with torch.no_grad():
+            next_features = self.encoder(next_observation)
+        return batch.exclude("observation", "next_observation").update(
+            {"observation": features, "next_observation": next_features}
+        )
+
+    @torch.no_grad()
+    def encode_observation(self, observation: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """Encoder features ``(M, repr_dim)`` of observations ``(M, ...)``: no augmentation,
+        no gradients, ``chunk`` frames at a time (APS's regression encodes thousands)."""
+        return torch.cat([self.encoder(part) for part in observation.split(chunk)])
+
+    @contextlib.contextmanager
+    def stepping_encoder(self, active: bool = True):
+        """Step the shared encoder's optimiser on the gradients the block's backward passes
+        leave in the encoder (URLB zeroes ``encoder_opt`` before a loss and steps it after)."""
+        if active:
+            self.encoder_opt.zero_grad(set_to_none=True)
+        yield
+        if active:
+            self.encoder_opt.step()
 
     def inputs(self, observation: torch.Tensor, carrier: TensorDict) -> torch.Tensor:
         """Network input from an observation and its carried state or replay batch: the
@@ -296,11 +398,19 @@ class Agent(nn.Module, abc.ABC):
         backbone (which then learns nothing task-specific while pretraining)."""
         if self.reward_model is None:
             return torch.zeros(batch.batch_size[0], device=batch.device)
-        return self.reward_model.intrinsic_reward(batch)
+        return self.reward_model.intrinsic_reward(batch.detach() if self.encoder_opt is not None else batch)
 
     def update_reward_model(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        """Train whatever ``intrinsic_reward`` is computed from (pretraining only)."""
-        return self.reward_model.update(batch) if self.reward_model is not None else {}
+        """Train whatever ``intrinsic_reward`` is computed from (pretraining only). On pixels
+        (an encoded batch) the model gets detached features, or, when it
+        ``trains_encoder``, features with gradients and the encoder is stepped after it."""
+        if self.reward_model is None:
+            return {}
+        learner = self.encoder_learner()
+        if learner == "reward_model":
+            with self.stepping_encoder():
+                return self.reward_model.update(batch)
+        return self.reward_model.update(batch.detach() if learner else batch)
 
     def reward(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The reward an update trains on, and metrics about it."""
@@ -330,7 +440,7 @@ class Agent(nn.Module, abc.ABC):
             opt.load_state_dict(state["optimisers"][name])
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
-        """The backbone's optimisers, by name."""
+        """The backbone's optimisers, by name (the shared encoder's as ``"encoder"``)."""
         return {}
 
     def all_optimisers(self) -> dict[str, torch.optim.Optimizer]:

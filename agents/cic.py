@@ -20,6 +20,8 @@ Finetuning skill rule (``finetune_skill``), where paper and code differ:
   the best on the task is fixed (``urlb.skills.select_skill``).
 
 (The released code also builds a ``next_state_net`` it never uses; we leave it out.)
+Pixels (CIC's code is state-only): the networks read the shared encoder's features,
+detached (``trains_encoder`` False: the critic's loss trains the encoder).
 Transfer to finetuning: the backbone's, and the skill networks with the fixed skill.
 """
 

@@ -8,9 +8,19 @@ exploration noise, n-step returns.
     Q_i(s_t, a_t) <- sum_{k<n} g^k r_{t+k} + g^n min_i Q'_i(s_{t+n}, a'),  a' = pi(s_{t+n}) + clip(eps, c)
     actor: max  min_i Q_i(s, pi(s) + clip(eps, c))
 
-Transfer to finetuning (``init_from``): the actor, and the critic trunk when
-``init_critic`` (URLB's default); the Q heads, target critic and optimisers start fresh.
-A reward model (exploration or skill agents, ``agents/base.py``) rides on this backbone.
+Pixels (``obs_dim = (C, H, W)``), as URLB's ``obs_type=pixels``: frames go through the
+shared DrQ-v2 encoder (``urlb.encoders``, random shifts in ``update``, none in ``act``), and
+actor and critic each compress its features (skill appended) with a LayerNorm trunk to
+``feature_dim`` (50); the actor then has two hidden ReLU layers, and the critic's trunk
+reads the features alone, the action joining each Q head (two hidden layers) after it.
+The encoder has its own Adam at the agent's lr (URLB's ``encoder_opt``); the critic's loss
+trains it unless the reward model's does (``RewardModel.trains_encoder``), and
+``update_encoder=False`` freezes it (URLB: pretraining trains it, finetuning may not).
+
+Transfer to finetuning (``init_from``): the encoder (pixels), the actor, and the critic
+trunk when ``init_critic`` (URLB's default); the Q heads, target critic and optimisers start
+fresh. A reward model (exploration or skill agents, ``agents/base.py``) rides on this
+backbone.
 """
 
 from __future__ import annotations
@@ -23,7 +33,15 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from urlb.nets import TruncatedNormal, hard_update, layer_norm_trunk, optimise, orthogonal_init, soft_update
+from urlb.nets import (
+    TruncatedNormal,
+    hard_update,
+    layer_norm_trunk,
+    mlp,
+    optimise,
+    orthogonal_init,
+    soft_update,
+)
 
 
 def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q1: torch.Tensor, next_q2: torch.Tensor):
@@ -55,9 +73,11 @@ def critic_step(agent, observation, action, target) -> dict[str, torch.Tensor]:
 
 
 def transfer_actor_critic(agent, pretrained) -> None:
-    """URLB's transfer: the actor, and the critic trunk when ``agent.init_critic`` (the whole
-    critic for reward models with ``transfer_whole_critic``: ProtoRL); a reward model (its
-    skills) is copied and switched to finetuning."""
+    """URLB's transfer: the encoder (pixels; nothing for states), the actor, and the critic
+    trunk when ``agent.init_critic`` (the whole critic for reward models with
+    ``transfer_whole_critic``: ProtoRL); a reward model (its skills) is copied and switched
+    to finetuning."""
+    hard_update(agent.encoder, pretrained.encoder)
     hard_update(agent.actor, pretrained.actor)
     if agent.init_critic:
         whole = agent.reward_model is not None and agent.reward_model.transfer_whole_critic
@@ -81,14 +101,16 @@ def frozen(module: nn.Module):
 
 
 class DeterministicActor(nn.Module):
-    """URLB's actor: LayerNorm trunk, one ReLU layer, tanh mean; noise added outside."""
+    """URLB's actor: LayerNorm trunk, ReLU layers, tanh mean; noise added outside.
 
-    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int):
+    States (``feature_dim`` None): trunk to ``hidden_dim``, one hidden layer. Pixels: trunk
+    to ``feature_dim``, then two hidden layers (URLB's extra one for pixels)."""
+
+    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int, feature_dim: int | None = None):
         super().__init__()
-        self.trunk = layer_norm_trunk(input_dim, hidden_dim)
-        self.policy = nn.Sequential(
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, action_dim)
-        )
+        width = hidden_dim if feature_dim is None else feature_dim
+        self.trunk = layer_norm_trunk(input_dim, width)
+        self.policy = mlp(width, hidden_dim, action_dim, depth=1 if feature_dim is None else 2)
         self.apply(orthogonal_init)
 
     def forward(self, observation: torch.Tensor, stddev: float) -> TruncatedNormal:
@@ -96,28 +118,43 @@ class DeterministicActor(nn.Module):
 
 
 class DoubleQCritic(nn.Module):
-    """URLB's critic: a shared LayerNorm trunk over (s, a) and two Q heads.
+    """URLB's critic: a shared LayerNorm trunk and two Q heads.
+
+    States (``feature_dim`` None): the trunk reads ``(s, a)``, each head one hidden layer.
+    Pixels: the trunk compresses the encoder's features alone to ``feature_dim`` and the
+    action joins after it; each head has two hidden layers (URLB).
 
     With ``task_dim > 0`` the heads output successor features ``psi(s, a)`` of that size and
     ``Q = psi(s, a) . w``, with ``w`` the last ``task_dim`` entries of the input (the task
     vector appended as the skill): APS's critic (Liu & Abbeel 2021)."""
 
-    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int, task_dim: int = 0):
+    def __init__(
+        self,
+        input_dim: int,
+        action_dim: int,
+        hidden_dim: int,
+        task_dim: int = 0,
+        feature_dim: int | None = None,
+    ):
         super().__init__()
         self.task_dim = task_dim
-        self.trunk = layer_norm_trunk(input_dim + action_dim, hidden_dim)
+        self.action_in_trunk = feature_dim is None
+        if self.action_in_trunk:
+            self.trunk = layer_norm_trunk(input_dim + action_dim, hidden_dim)
+            head_input, depth = hidden_dim, 1
+        else:
+            self.trunk = layer_norm_trunk(input_dim, feature_dim)
+            head_input, depth = feature_dim + action_dim, 2
         out = task_dim if task_dim else 1
-
-        def head():
-            return nn.Sequential(
-                nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out)
-            )
-
-        self.q1, self.q2 = head(), head()
+        self.q1 = mlp(head_input, hidden_dim, out, depth)
+        self.q2 = mlp(head_input, hidden_dim, out, depth)
         self.apply(orthogonal_init)
 
     def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk(torch.cat([observation, action], dim=-1))
+        if self.action_in_trunk:
+            h = self.trunk(torch.cat([observation, action], dim=-1))
+        else:
+            h = torch.cat([self.trunk(observation), action], dim=-1)
         if not self.task_dim:
             return self.q1(h).squeeze(-1), self.q2(h).squeeze(-1)
         task = observation[:, -self.task_dim :]
@@ -127,7 +164,10 @@ class DoubleQCritic(nn.Module):
 class DDPGAgent(Agent):
     """DDPG backbone. Defaults are URLB's (states): hidden 1024, batch 1024, lr 1e-4,
     noise 0.2 clipped at 0.3 for targets, critic target tau 0.01; the runner's preset sets
-    the update-to-data ratio (URLB: one update every 2 env steps) and n-step (3)."""
+    the update-to-data ratio (URLB: one update every 2 env steps) and n-step (3).
+
+    Pixels only: ``feature_dim`` (50) is the trunks' width; ``update_encoder`` (true) trains
+    the shared encoder, false freezes it (features without gradients, no optimiser)."""
 
     def __init__(
         self,
@@ -140,26 +180,32 @@ class DDPGAgent(Agent):
         stddev_clip: float = 0.3,
         critic_target_tau: float = 0.01,
         init_critic: bool = True,
+        feature_dim: int = 50,
+        update_encoder: bool = True,
         reward_model=None,
     ):
-        super().__init__(obs_dim, action_dim, reward_model)
+        super().__init__(obs_dim, action_dim, reward_model, shared_encoder=True)
         self.batch_size = batch_size
         self.stddev, self.stddev_clip = stddev, stddev_clip
         self.critic_target_tau = critic_target_tau
         self.init_critic = init_critic
-        input_dim = obs_dim + self.skill_dim
-        self.actor = DeterministicActor(input_dim, action_dim, hidden_dim)
-        self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, self.critic_task_dim)
+        input_dim = self.repr_dim + self.skill_dim
+        width = feature_dim if self.pixels else None
+        self.actor = DeterministicActor(input_dim, action_dim, hidden_dim, width)
+        self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, self.critic_task_dim, width)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
+        if self.pixels and update_encoder:
+            self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
 
     def optimisers(self):
-        return {"actor": self.actor_opt, "critic": self.critic_opt}
+        encoder = {"encoder": self.encoder_opt} if self.encoder_opt is not None else {}
+        return {"actor": self.actor_opt, "critic": self.critic_opt, **encoder}
 
     @torch.no_grad()
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
-        dist = self.actor(self.inputs(observation, state), self.stddev)
+        dist = self.actor(self.inputs(self.encoder(observation), state), self.stddev)
         return dist.sample() if explore else dist.mean
 
     def update_critic(self, observation, action, reward, discount, next_observation):

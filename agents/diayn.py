@@ -13,6 +13,11 @@ state. Two published variants, as configs over the same code:
 Skills are per world, carried in the agent's state and stored in replay. Finetuning skill
 rule (URLB's): skills keep being drawn at random on the pretraining schedule (URLB's
 finetune loop calls the same ``update_meta``); the policy thus finetunes across skills.
+
+Pixels: the discriminator reads the shared encoder's features of ``s'``, detached
+(``trains_encoder`` False: the critic's loss trains the encoder). A departure: URLB's DIAYN
+encodes ``s'`` with gradients, lets the discriminator loss step the encoder
+(``update_diayn`` steps ``encoder_opt``) and keeps the critic's features detached.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ over observation dimensions::
 (URLB's loss is the mean over members and batch of each member's L2 error; the variance is
 the unbiased one over members, as ``torch.var``). Transitions are replay's n-step ones.
 
+Pixels (URLB): the members act on and predict the shared encoder's features, and their
+loss trains the encoder while pretraining (``trains_encoder``; URLB's
+``update_disagreement`` steps ``encoder_opt``): ``s`` with gradients, the target ``s'``
+without, the critic on detached features.
+
 Transfer to finetuning: the backbone's; the ensemble rides along unused.
 """
 
@@ -36,6 +41,7 @@ class Disagreement(RewardModel):
 
     # The batch field the members regress (Plan2Explore predicts the next embedding instead).
     target_key = "next_observation"
+    trains_encoder = True
 
     def __init__(
         self,

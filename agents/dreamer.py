@@ -90,6 +90,7 @@ class DreamerAgent(Agent):
         imagination_horizon: imagined steps per start state (15).
         deter_dim, stoch_dim, classes, rssm_hidden_dim: RSSM sizes (200, 32x32, 200);
             ``classes=0`` makes the latent Gaussian.
+        cnn_depth: base channels of the frame encoder and decoder (DreamerV2: 48).
         model_lr, actor_lr, critic_lr, adam_eps, grad_clip, weight_decay: Adam settings
             (3e-4, 8e-5, 8e-5, eps 1e-5, clip 100, decoupled decay 1e-6 per step).
         discount, discount_lambda: imagination discount and TD(lambda) (0.99, 0.95).
@@ -99,10 +100,18 @@ class DreamerAgent(Agent):
         intrinsic_reward_momentum: magnitude normaliser of intrinsic rewards (0.95; 1: off).
         slow_critic_every: updates between copies of the critic into its slow target (100).
         updates_per_frame: this agent's update-to-data ratio, which the runner uses in place
-            of the protocol's (one update every 10 env steps, Rajeswar et al.).
+            of the protocol's: one update every 10 agent steps (Rajeswar et al.), given per
+            frame at action repeat 1; pixel runs divide it by their repeat (0.05 at 2).
+
+    From pixels (``obs=pixels``) it sees single 64x64 frames (``pixel_format``: DreamerV2's
+    size, no frame stack: the RSSM carries the history) through DreamerV2's conv encoder and
+    decoder, at URLB's action repeat 2.
         init_actor, init_critic: what transfers besides the world model at finetuning.
         reward_model: a latent reward model (built on the model's features), or None.
     """
+
+    # Frames the pixel env renders for it (experiment.pixel_options): DreamerV2's.
+    pixel_format = {"size": 64, "frame_stack": 1}
 
     def __init__(
         self,
@@ -116,6 +125,7 @@ class DreamerAgent(Agent):
         stoch_dim: int = 32,
         classes: int = 32,
         rssm_hidden_dim: int = 200,
+        cnn_depth: int = 48,
         model_lr: float = 3e-4,
         actor_lr: float = 8e-5,
         critic_lr: float = 8e-5,
@@ -154,10 +164,10 @@ class DreamerAgent(Agent):
         self.updates_per_frame = updates_per_frame
         self.init_actor, self.init_critic = init_actor, init_critic
 
-        self.encoder, embed_dim = observation_encoder(obs_shape, hidden_dim)
+        self.encoder, embed_dim = observation_encoder(obs_shape, hidden_dim, cnn_depth=cnn_depth)
         self.rssm = RSSM(action_dim, embed_dim, deter_dim, stoch_dim, classes, rssm_hidden_dim)
         feature_dim = self.rssm.feature_dim
-        self.decoder = observation_decoder(obs_shape, feature_dim, hidden_dim)
+        self.decoder = observation_decoder(obs_shape, feature_dim, hidden_dim, cnn_depth=cnn_depth)
         self.reward_head = elu_mlp(feature_dim, hidden_dim, 1)
         self.actor = Actor(feature_dim, action_dim, hidden_dim)
         self.critic = elu_mlp(feature_dim, hidden_dim, 1)

@@ -10,7 +10,11 @@ observation, URLB's setting). The reward is the forward model's error::
 computed, like the update, on replay's n-step transitions (``s'`` is n steps after ``s``:
 URLB's n=3). Hidden 1024, Adam 1e-4 (the agent's), scale 1.
 
-Transfer to finetuning: the backbone's (actor and critic trunk); the dynamics models are
+Pixels (URLB): the models act on the shared encoder's features, and their loss trains the
+encoder while pretraining (``trains_encoder``; URLB's ``update_icm`` steps ``encoder_opt``):
+``s`` with gradients, ``s'`` without, the critic on detached features.
+
+Transfer to finetuning: the backbone's (encoder, actor and critic trunk); the dynamics models are
 copied with the reward model but no longer trained or used (finetuning trains on the task
 reward alone).
 """
@@ -31,6 +35,8 @@ def icm_reward(forward_error: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class ICM(RewardModel):
+    trains_encoder = True
+
     def __init__(
         self, obs_dim: int, action_dim: int, hidden_dim: int = 1024, lr: float = 1e-4, scale: float = 1.0
     ):

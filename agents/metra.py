@@ -44,6 +44,12 @@ every SAC agent, plus ``phi`` (unused while finetuning) and the chosen skill.
 
 Zero-shot goal reaching (``urlb.skills.goal_reaching``): ``z = (phi(g) - phi(s)) /
 ||phi(g) - phi(s)||``, recomputed every step.
+
+Pixels: ``phi`` reads the shared encoder's features, detached (``trains_encoder`` False:
+the critic's loss trains the encoder; METRA's pixel runs give ``phi`` an encoder of its
+own). ``observe_pose`` and goal reaching need state observations (the pose and the goals
+are entries of the state vector): on pixels the first is refused when the agent is built,
+the second in :meth:`METRA.goal_skill`.
 """
 
 from __future__ import annotations
@@ -145,7 +151,12 @@ class METRA(SkillModel):
         return self.evaluation_skills(count, generator)
 
     def goal_skill(self, observation: torch.Tensor, goal_observation: torch.Tensor) -> torch.Tensor:
-        """``(phi(g) - phi(s)) / ||phi(g) - phi(s)||``: the skill that heads for a goal."""
+        """``(phi(g) - phi(s)) / ||phi(g) - phi(s)||``: the skill that heads for a goal;
+        state observations ``(N, obs_dim)`` only."""
+        if observation.ndim != 2 or goal_observation.ndim != 2:
+            raise ValueError(
+                f"METRA goal reaching needs state observations (N, obs_dim), got {tuple(observation.shape)}"
+            )
         with torch.no_grad():
             direction = self.phi(goal_observation) - self.phi(observation)
         return direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-6)

@@ -14,8 +14,14 @@ sample of the batch (softmax of its scores over the batch) into the queue (first
 first-out), and ``r`` is the distance to the 3rd nearest queue entry. The queue and its
 pointer are buffers (saved and restored). On states the encoder is the identity.
 
-Transfer to finetuning (ProtoRL's ``init_from``): the actor and the **whole** critic
-(heads included, unlike URLB's other agents), and the representation.
+Pixels: the predictor reads the shared encoder's features, and the prototype loss trains
+the encoder while pretraining (``trains_encoder``; URLB's ``proto_opt`` holds the encoder).
+Departure: URLB's target branch and reward encode ``s'`` with a Polyak-averaged copy of the
+encoder (tau 0.05); here both read the shared encoder's current features of ``s'``
+(without gradients), and only the predictor has a target copy.
+
+Transfer to finetuning (ProtoRL's ``init_from``): the encoder (pixels), the actor and the
+**whole** critic (heads included, unlike URLB's other agents), and the representation.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ def prototype_loss(
 
 class ProtoRL(RewardModel):
     transfer_whole_critic = True
+    trains_encoder = True
 
     def __init__(
         self,

@@ -15,6 +15,13 @@ in the RND paper, are the same estimate with less noise, and do not make the rew
 transition depend on the rest of its batch. The reward uses the batch's first state ``s``
 (URLB's choice). Scale 1, Adam 1e-4 (the agent's).
 
+Pixels (a departure from URLB): predictor and target are the MLPs above on the shared
+encoder's features, detached (``trains_encoder`` False: the critic trains the encoder), with
+running statistics over the features. URLB's pixel RND distils on the frames: it
+batch-normalises the shifted frames per channel, its predictor runs them through the shared
+encoder (so the RND loss trains it too) and its target through a frozen random copy of the
+encoder. Here the target's input moves as the encoder learns.
+
 Transfer to finetuning: the backbone's; predictor, target and statistics ride along unused.
 """
 

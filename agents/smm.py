@@ -21,6 +21,11 @@ rule URLB's SMM describes; its released ``update_meta`` runs that search while
 *pretraining* and draws random skills while finetuning, an inverted condition we do not
 reproduce.
 
+Pixels: VAE and discriminator read the shared encoder's features, detached
+(``trains_encoder`` False: the critic's loss trains the encoder). A departure: URLB's SMM
+lets the VAE loss step the encoder (``update_vae`` steps ``encoder_opt``) and detaches the
+critic's features.
+
 Transfer to finetuning: the backbone's, and the chosen skill.
 """
 

@@ -52,6 +52,7 @@ class BatchedEnv:
         self.action_dim = domain.action_dim
         self.episode_steps = domain.episode_steps
         self.control_timestep = domain.control_timestep
+        self.action_repeat = 1  # control steps per env step (envs.pixels.PixelEnv: URLB's 2)
         self._task_index = domain.tasks.index(domain.task) if domain.task is not None else None
         self._low = domain.action_low.to(self.device)
         self._half_range = ((domain.action_high - domain.action_low) / 2).to(self.device)
@@ -141,11 +142,15 @@ class BatchedEnv:
         dm_control's unclipped ones."""
         return self._low + self._half_range * (action.clamp(-1.0, 1.0) + 1)
 
-    def step(self, action: torch.Tensor) -> TensorDict:
+    def step(self, action: torch.Tensor, auto_reset: bool = True, render: bool = False) -> TensorDict:
+        """One control step of every world. With ``auto_reset`` (the default) worlds whose
+        episode ended are reset inside the step; without it they stay at their final state
+        until :meth:`reset_ended` (the pixel env renders the final frame first).
+        ``render``: the warp backend runs its render hook inside the step's graph."""
         if self._needs_reset:
             raise RuntimeError("call env.reset() before env.step()")
         self._check_action(action)
-        self.backend.step(self.action_to_ctrl(action))
+        self.backend.step(self.action_to_ctrl(action), render=render)
         view = self.backend.view
         self._step_count += 1
         self._host_step_count += 1
@@ -161,12 +166,10 @@ class BatchedEnv:
         truncated = self._step_count >= self.episode_steps
         step_count = self._step_count.clone()
         obs, position = next_obs, next_position
-        ended = np.flatnonzero(self._host_step_count >= self.episode_steps)
-        if len(ended):
-            self._reset_worlds(torch.as_tensor(ended, device=self.device))
-            view = self.backend.view
-            obs = torch.where(truncated[:, None], self.observe(view), next_obs)
-            position = torch.where(truncated[:, None], self.domain.position(view), next_position)
+        if auto_reset and self.episodes_ended().size:
+            reset = self.reset_ended()
+            obs = torch.where(truncated[:, None], reset["observation"], next_obs)
+            position = torch.where(truncated[:, None], reset["position"], next_position)
         return TensorDict(
             {
                 "observation": obs,
@@ -180,6 +183,23 @@ class BatchedEnv:
                 "done": truncated.clone(),
                 "step_count": step_count,
             },
+            batch_size=[self.num_envs],
+            device=self.device,
+        )
+
+    def episodes_ended(self) -> np.ndarray:
+        """Worlds at their time limit (host counters: no device read)."""
+        return np.flatnonzero(self._host_step_count >= self.episode_steps)
+
+    def reset_ended(self) -> TensorDict:
+        """Reset the worlds whose episode ended; every world's ``observation`` and ``position``
+        (the others' unchanged)."""
+        ended = self.episodes_ended()
+        if len(ended):
+            self._reset_worlds(torch.as_tensor(ended, device=self.device))
+        view = self.backend.view
+        return TensorDict(
+            {"observation": self.observe(view), "position": self.domain.position(view)},
             batch_size=[self.num_envs],
             device=self.device,
         )

@@ -76,8 +76,9 @@ def make_env(
     device: str | torch.device | None = None,
     seed: int = 0,
     observe_pose: bool = False,
+    pixels: dict | None = None,
     **backend_kwargs,
-) -> BatchedEnv:
+):
     """One environment stepping ``num_envs`` worlds of ``task`` at once.
 
     Args:
@@ -94,6 +95,10 @@ def make_env(
             (``Domain.pose``: quadruped torso x, y and heading; walker torso x) to the
             observation, for agents whose representation is defined on the full state
             (METRA). Off: URLB's observation exactly.
+        pixels: None for state observations (a :class:`BatchedEnv`); a dict of
+            :class:`envs.pixels.PixelEnv` arguments (``size``, ``frame_stack``,
+            ``action_repeat``, ``camera``, ``shadows``; ``{}`` is URLB's 84x84, stack 3,
+            repeat 2) for frames rendered by MuJoCo Warp's batched renderer.
         backend_kwargs: ``nthread`` for cpu; ``nconmax``, ``njmax``, ``graph`` for warp.
     """
     if num_envs < 1:
@@ -110,4 +115,9 @@ def make_env(
         sim = WarpBackend(
             domain.model, num_envs, domain.n_substeps, device=device, domain=domain.name, **backend_kwargs
         )
-    return BatchedEnv(domain, sim, num_envs, seed=seed, observe_pose=observe_pose)
+    env = BatchedEnv(domain, sim, num_envs, seed=seed, observe_pose=observe_pose)
+    if pixels is None:
+        return env
+    from envs.pixels import PixelEnv
+
+    return PixelEnv(env, **pixels)

@@ -6,8 +6,14 @@ Two baselines are measured in the same run:
   dm_control a Python loop over single dm_control environments (URLB's own stack).
 Ratios printed: ours / ceiling and ours / dm_control.
 
+With ``--pixels`` it measures the pixel env instead (URLB's 84x84 frames, stack 3, action
+repeat 2, MuJoCo Warp's renderer on either backend) next to the same worlds' physics-only
+steps: env steps/s count agent steps (2 control steps each) over all worlds, frames/s
+control steps, and "render share" is the part of a pixel step not spent on physics.
+
     python scripts/bench_envs.py                      # everything (cpu backend, warp if asked)
     python scripts/bench_envs.py --backends cpu warp --domains walker --num-envs 1 64
+    python scripts/bench_envs.py --pixels --backends cpu warp --num-envs 1 16 64
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ def timed(fn, budget_s: float, min_iters: int = 3) -> float:
 
 def bench_ours(task: str, backend: str, num_envs: int, budget: float) -> float:
     env = make_env(task, num_envs, backend=backend, seed=0)
+    env.reset()
+    action = torch.rand(num_envs, env.action_dim, device=env.device) * 2 - 1
+    return num_envs / timed(lambda: env.step(action), budget)
+
+
+def bench_pixels(task: str, backend: str, num_envs: int, budget: float, size: int) -> float:
+    """Agent steps/s (all worlds) of the pixel env: physics x2, render, stack."""
+    env = make_env(task, num_envs, backend=backend, seed=0, pixels={"size": size})
     env.reset()
     action = torch.rand(num_envs, env.action_dim, device=env.device) * 2 - 1
     return num_envs / timed(lambda: env.step(action), budget)
@@ -105,6 +119,8 @@ def main() -> None:
         default=1,
         help="torch CPU threads (as the runner's default: OpenMP workers contend with MuJoCo's pool)",
     )
+    parser.add_argument("--pixels", action="store_true", help="the pixel env against physics-only steps")
+    parser.add_argument("--size", type=int, default=84, help="frame size for --pixels")
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
 
@@ -113,6 +129,9 @@ def main() -> None:
         f"# machine: {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__} ({args.torch_threads} thread), "
         f"mujoco {mujoco.__version__}"
     )
+    if args.pixels:
+        pixel_table(args)
+        return
     print("| domain | backend | num_envs | env steps/s | ceiling steps/s | ours/ceiling | ours/dm_control |")
     print("|---|---|---|---|---|---|---|")
     for domain in args.domains:
@@ -125,6 +144,28 @@ def main() -> None:
                 print(
                     f"| {domain} | {backend} | {n} | {ours:,.0f} | {ceiling:,.0f} | {ours / ceiling:.2f} |"
                     f" {ours / dmc:.1f} |",
+                    flush=True,
+                )
+
+
+def pixel_table(args) -> None:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    print(f"# pixels {args.size}x{args.size}, frame stack 3, action repeat 2; warp backend device: {device}")
+    print(
+        "| domain | backend | num_envs | pixel env steps/s | frames/s | physics-only frames/s | "
+        "frames/s vs physics-only | render share |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for domain in args.domains:
+        for n in args.num_envs:
+            for backend in args.backends:
+                physics = bench_ours(domain, backend, n, args.budget)  # control steps/s
+                steps = bench_pixels(domain, backend, n, args.budget, args.size)
+                frames = 2 * steps
+                share = 1 - frames / physics
+                print(
+                    f"| {domain} | {backend} | {n} | {steps:,.0f} | {frames:,.0f} | {physics:,.0f} | "
+                    f"{frames / physics:.2f} | {share:.0%} |",
                     flush=True,
                 )
 

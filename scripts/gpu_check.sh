@@ -53,3 +53,17 @@ last = rows[-1]
 print(f"plan2explore on CUDA (urlb sizes, walker, 8 worlds): {float(last['fps']):.0f} frames/s, "
       f"{float(last['updates']) / float(last['elapsed_s']):.2f} updates/s")
 PY
+# Pixels on CUDA: the env (physics x2, pose refresh and render in one CUDA graph) against
+# physics-only steps, then DDPG from 84x84 frames with the replay and the encoder on the GPU.
+python3 scripts/bench_envs.py --pixels --backends warp --domains walker quadruped --num-envs 64 256 1024 4096
+python3 pretrain.py agent=ddpg env=walker obs=pixels device=cuda backend=warp threads=null \
+  protocol.num_envs=16 protocol.pretrain_frames=40000 protocol.snapshot_frames=[] \
+  protocol.eval_every_frames=40000 replay.capacity=100000 agent.batch_size=256 \
+  run_dir=/tmp/urlb_gpu_pixels snapshot_root=/tmp/urlb_gpu_snapshots
+python3 - <<'PY'
+import csv
+rows = list(csv.DictReader(open("/tmp/urlb_gpu_pixels/time.csv")))
+last = rows[-1]
+print(f"ddpg from pixels on CUDA (urlb preset, walker, 16 worlds): {float(last['fps']):.0f} frames/s, "
+      f"{float(last['updates']) / float(last['elapsed_s']):.1f} updates/s")
+PY

@@ -9,4 +9,5 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export URLB_WARP_CACHE="${URLB_WARP_CACHE:-$HOME/.cache/urlb/warp}"
 ruff check .
 ruff format --check .
-python -m pytest -q --durations=12 "$@"
+# Two workers (pytest-xdist): the machine's two cores; URLB_TEST_WORKERS=0 runs serially.
+python -m pytest -q -n "${URLB_TEST_WORKERS:-2}" --durations=12 "$@"

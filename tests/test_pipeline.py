@@ -448,3 +448,59 @@ def test_a_fresh_run_never_appends_to_an_old_runs_records(tmp_path):
     cfg.resume = True
     run(Runner(), cfg, tmp_path, 1000, "finetune")
     assert (tmp_path / "eval.jsonl").read_text().splitlines() == ['{"frames": 1000}']
+
+
+def test_pixel_agents_pretrain_then_finetune(tmp_path):
+    """obs=pixels through the real entry points (one multirun per phase): DDPG through the
+    shared DrQ-v2 encoder, and METRA on SAC with its skill evaluator rendering (Dreamer on
+    frames: tests/test_world_model.py). jaco: 125-step episodes at action repeat 2; 32x32
+    frames keep the convolutions to CPU seconds."""
+    agents = ["ddpg", "metra"]
+    snapshots = tmp_path / "snapshots"
+    common = [f"agent={','.join(agents)}", "obs=pixels", "obs.size=32", f"snapshot_root={snapshots}"]
+    common += ["protocol.finetune_frames=600", "skill_eval.steps=20"]
+    pre = entry(
+        "pretrain.py",
+        "env=jaco",
+        "protocol.pretrain_frames=600",
+        "protocol.snapshot_frames=[600]",
+        f"run_dir={tmp_path}/pre/${{hydra:runtime.choices.agent}}",
+        f"hydra.sweep.dir={tmp_path}/multirun_pre",
+        *common,
+        multirun=True,
+    )
+    assert "metra: agent.reward_model.observe_pose=false" in pre.stdout
+    entry(
+        "finetune.py",
+        "task=jaco_reach_top_left",
+        "snapshot=600",
+        f"run_dir={tmp_path}/fine/${{hydra:runtime.choices.agent}}",
+        f"hydra.sweep.dir={tmp_path}/multirun_fine",
+        *common,
+        multirun=True,
+    )
+    for agent in agents:
+        snapshot = load_snapshot(snapshots / agent / "jaco_pixels" / "seed_1" / "snapshot_600.pt")
+        assert snapshot["config"]["obs"]["type"] == "pixels"
+        zero_shot = records(tmp_path / "pre" / agent)
+        assert zero_shot and all(r["obs"] == "pixels" and r["frames"] == 600 for r in zero_shot), agent
+        out = records(tmp_path / "fine" / agent)
+        assert [(r["frames"], r["obs"], r["snapshot_frames"]) for r in out] == [(600, "pixels", 600)], agent
+        assert math.isfinite(out[0]["return"])
+    # URLB finetunes with the pretrained encoder frozen: the finetuned DDPG's is the snapshot's.
+    pretrained = load_snapshot(snapshots / "ddpg" / "jaco_pixels" / "seed_1" / "snapshot_600.pt")["agent"]
+    finetuned = load_snapshot(tmp_path / "fine" / "ddpg" / "checkpoint.pt")["agent"]["modules"]
+    encoder = [key for key in pretrained if key.startswith("encoder.")]
+    assert encoder and all(torch.equal(pretrained[k], finetuned[k]) for k in encoder)
+    assert not torch.equal(pretrained["actor.trunk.0.weight"], finetuned["actor.trunk.0.weight"])
+    assert (tmp_path / "pre" / "metra" / "skills" / "coverage.jsonl").exists()
+    # A pixel snapshot finetuned on states is refused by name.
+    from urlb.experiment import load_pretrained
+    from urlb.resolvers import register_resolvers
+
+    register_resolvers()
+    path = snapshots / "ddpg" / "jaco_pixels" / "seed_1" / "snapshot_600.pt"
+    with initialize_config_dir(config_dir=CONFIGS, version_base=None):
+        cfg = compose("finetune", overrides=["agent=ddpg", "task=jaco_reach_top_left", f"snapshot={path}"])
+    with pytest.raises(ValueError, match="finetune with obs=pixels"):
+        load_pretrained(cfg, "ddpg", "jaco", env=None)

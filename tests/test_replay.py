@@ -124,6 +124,21 @@ def test_start_index_matches_recomputed_validity(nstep):
             assert torch.equal(buffer._indexed_starts(), buffer.valid_starts().nonzero()), step
 
 
+def test_sample_transitions_draw_every_stored_step(hand_buffer):
+    """One-step transitions over all 10 stored (step, world), whatever nstep=3 rules out,
+    each with its own reward and flags."""
+    batch = hand_buffer.sample_transitions(2000, generator=torch.Generator().manual_seed(0))
+    step, world = batch["action"][:, 0].floor().long(), (batch["action"][:, 0] % 1 * 2).long()
+    assert set(zip(step.tolist(), world.tolist(), strict=True)) == {
+        (t, w) for t in range(5) for w in range(2)
+    }
+    assert torch.equal(batch["observation"][:, 0], (10 * step + world).float())
+    assert torch.equal(batch["next_observation"][:, 0], (10 * (step + 1) + world).float())
+    assert torch.equal(batch["task_reward"], torch.stack([2.0**step, 100.0 + world], dim=1))
+    assert torch.equal(batch["truncated"], (world == 0) & ((step == 1) | (step == 4)))
+    assert torch.equal(batch["terminated"], (world == 1) & (step == 3))
+
+
 def test_sample_needs_nstep_steps():
     buffer = ReplayBuffer(capacity=12, num_envs=2, device="cpu", nstep=3)
     add_step(buffer, 0)
@@ -256,3 +271,18 @@ def test_real_rollout():
     world = torch.arange(4).repeat_interleave(29)
     now, then = buffer._gather(step, world), buffer._gather(step + 1, world)
     assert torch.equal(now["next_observation"], then["observation"])
+
+
+def test_a_ring_that_does_not_fit_is_refused_before_allocation(monkeypatch):
+    import urlb.replay as replay_module
+
+    replay = ReplayBuffer(capacity=1000, num_envs=2, device="cpu", nstep=1)
+    # 500 steps x 2 worlds x (3 + 1 + 3 + 2 floats + 2 bools) = 1000 x 38 bytes
+    monkeypatch.setattr(replay_module, "available_memory", lambda device: 20_000)
+    no = torch.zeros(2, dtype=torch.bool)
+    message = r"needs 0\.0 GiB \(1000 transitions of 38 bytes\).*replay\.capacity=421\)"
+    with pytest.raises(ValueError, match=message):
+        replay.add(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 3), torch.zeros(2, 2), no, no)
+    monkeypatch.setattr(replay_module, "available_memory", lambda device: 40_000)
+    replay.add(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 3), torch.zeros(2, 2), no, no)
+    assert len(replay) == 2

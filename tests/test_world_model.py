@@ -344,3 +344,39 @@ def test_dreamer_acts_and_learns_on_cuda_from_a_cuda_replay():
     metrics = agent.update(replay, 0)
     assert all(v.device.type == "cuda" for v in metrics.values())  # no host copies on the way
     assert all(math.isfinite(float(v)) for v in metrics.values())
+
+
+def test_dreamer_learns_from_rendered_frames(tmp_path):
+    """obs=pixels for the world model: single 64x64 frames at action repeat 2 through the
+    conv encoder and decoder, sequences from the shared replay, driven by the runner's own
+    collect and train steps; a CNN 4 channels deep keeps it to CPU seconds."""
+    torch.manual_seed(0)
+    env = make_env("walker_stand", 2, backend="cpu", seed=0, pixels=DreamerAgent.pixel_format)
+    assert env.obs_dim == (3, 64, 64) and env.action_repeat == 2
+    agent = DreamerAgent(env.obs_dim, env.action_dim, **(TINY | {"cnn_depth": 4}))
+    replay = ReplayBuffer(2000, 2, "cpu", nstep=agent.replay_nstep("pretrain"), frame_stack=1)
+    schedule = Schedule(
+        total_frames=10_000,
+        seed_frames=40,
+        updates_per_frame=agent.updates_per_frame / env.action_repeat,
+        eval_every_frames=100_000,
+        log_every_frames=100_000,
+        checkpoint_every_frames=0,
+    )
+    runner = OnlineRunner(
+        env, env, agent, replay, None, schedule, tmp_path, seed=0, record={}, task="walker_stand"
+    )
+    runner.start()
+    before = copy.deepcopy(agent.encoder.state_dict())
+    while runner.updates < 3:
+        runner.collect()
+        runner.train()
+    assert runner.frame == 4 * len(replay) // 2  # two frames per agent step per world
+    batch = replay.sample_sequences(4)
+    assert batch["observation"].shape == (4, TINY["batch_length"], 3, 64, 64)
+    assert batch["observation"].dtype == torch.uint8
+    metrics = runner.last_metrics
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    after = agent.encoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the model loss trains the CNN
+    assert agent.act(runner.observation, runner.agent_state, explore=False).shape == (2, env.action_dim)

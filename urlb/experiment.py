@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from envs import make_env
@@ -36,7 +36,50 @@ def agent_name() -> str:
 
 
 def build_agent(agent_cfg, env, device: torch.device):
+    """The agent for ``env``: ``obs_dim`` is a state size, or ``(C, H, W)`` for frames."""
     return instantiate(agent_cfg, obs_dim=env.obs_dim, action_dim=env.action_dim).to(device)
+
+
+def pixel_options(cfg: DictConfig, label: str = "") -> dict | None:
+    """``make_env``'s ``pixels`` argument for ``cfg.obs`` (None for state observations),
+    with the frame size and stack the agent's class asks for (``Agent.pixel_format``:
+    DreamerV2 renders single 64x64 frames), announced when they replace the config's."""
+    if cfg.obs.type == "states":
+        return None
+    if cfg.obs.type != "pixels":
+        raise ValueError(f"obs={cfg.obs.type!r}: known observation types are states, pixels")
+    options = {key: cfg.obs[key] for key in ("size", "frame_stack", "action_repeat", "camera", "shadows")}
+    wanted = getattr(get_class(cfg.agent._target_), "pixel_format", None) or {}
+    changed = {key: value for key, value in wanted.items() if options[key] != value}
+    if changed and label:
+        told = ", ".join(f"obs.{key}={value}" for key, value in changed.items())
+        print(f"[{label}] {agent_name()}: {told} (the agent's own pixel format)")
+    return options | changed
+
+
+def check_pixels_supported(cfg: DictConfig) -> None:
+    """Refuse the pixel runs nothing supports yet, by name, before anything is built; a
+    skill model observing the global pose (METRA) observes frames alone."""
+    if cfg.obs.type != "pixels":
+        return
+    if observe_pose(cfg.agent):
+        # METRA's default on states; frames carry no pose vector (METRA's pixel runs see images alone).
+        cfg.agent.reward_model.observe_pose = False
+        print(f"[pixels] {agent_name()}: agent.reward_model.observe_pose=false (frames carry no pose vector)")
+    if is_dataset_agent(cfg.agent):
+        raise ValueError(
+            f"agent={agent_name()} learns from state datasets; obs=pixels is not supported for it"
+        )
+    if cfg.get("save_dataset"):
+        raise ValueError(
+            "save_dataset=true keeps state observations and physics states; use it with obs=states"
+        )
+
+
+def snapshot_domain(cfg: DictConfig, domain: str) -> str:
+    """The folder of a domain's snapshots: ``walker``, or ``walker_pixels`` for pixel runs
+    (state and pixel snapshots of one agent never share a name)."""
+    return domain if cfg.obs.type == "states" else f"{domain}_pixels"
 
 
 def observe_pose(agent_cfg) -> bool:
@@ -53,13 +96,11 @@ def build_parts(cfg: DictConfig, task: str, phase: str):
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     protocol = cfg.protocol
-    pose = observe_pose(cfg.agent)
-    env = make_env(
-        task, protocol.num_envs, backend=cfg.backend, device=device, seed=cfg.seed, observe_pose=pose
-    )
-    eval_env = make_env(
-        task, protocol.eval_episodes, backend=cfg.backend, device=env.device, seed=cfg.seed, observe_pose=pose
-    )
+    check_pixels_supported(cfg)
+    options = {"backend": cfg.backend, "seed": cfg.seed, "observe_pose": observe_pose(cfg.agent)}
+    options["pixels"] = pixel_options(cfg, phase)
+    env = make_env(task, protocol.num_envs, device=device, **options)
+    eval_env = make_env(task, protocol.eval_episodes, device=env.device, **options)
     agent = build_agent(cfg.agent, env, env.device)
     nstep = agent.replay_nstep(phase)
     if nstep is not None and nstep != cfg.replay.nstep:
@@ -68,14 +109,22 @@ def build_parts(cfg: DictConfig, task: str, phase: str):
             "the agent samples replay windows of that length"
         )
         cfg.replay.nstep = nstep
-    if agent.updates_per_frame is not None and agent.updates_per_frame != protocol.updates_per_frame:
+    # An agent's own ratio is per agent step (given per frame at repeat 1): pixel envs
+    # repeat each action, so it is spread over their frames.
+    ratio = None if agent.updates_per_frame is None else agent.updates_per_frame / env.action_repeat
+    if ratio is not None and ratio != protocol.updates_per_frame:
         print(
-            f"[{phase}] {agent_name()}: {agent.updates_per_frame} updates per frame (the agent's own "
-            f"ratio), not the preset's {protocol.updates_per_frame}"
+            f"[{phase}] {agent_name()}: {ratio:g} updates per frame (the agent's own ratio), not the "
+            f"preset's {protocol.updates_per_frame}"
         )
-        protocol.updates_per_frame = agent.updates_per_frame
+        protocol.updates_per_frame = ratio
     replay = ReplayBuffer(
-        cfg.replay.capacity, env.num_envs, env.device, nstep=cfg.replay.nstep, discount=cfg.replay.discount
+        cfg.replay.capacity,
+        env.num_envs,
+        env.device,
+        nstep=cfg.replay.nstep,
+        discount=cfg.replay.discount,
+        frame_stack=getattr(env, "frame_stack", 1),
     )
     run_dir = Path(cfg.run_dir)
     total = protocol.pretrain_frames if phase == "pretrain" else protocol.finetune_frames
@@ -146,7 +195,7 @@ def pretrain(cfg: DictConfig) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
 
     def write_snapshot(frames: int) -> None:
-        path = snapshot_path(Path(cfg.snapshot_root), name, domain, cfg.seed, frames)
+        path = snapshot_path(Path(cfg.snapshot_root), name, snapshot_domain(cfg, domain), cfg.seed, frames)
         save_snapshot(
             path,
             {
@@ -167,6 +216,7 @@ def pretrain(cfg: DictConfig) -> dict:
         "snapshot_frames": None,
         "pretrain_frames": total,
         "finetune_frames": None,
+        "obs": cfg.obs.type,
     }
     evaluators = []
     if agent.skill_dim and cfg.skill_eval.rollouts:
@@ -181,6 +231,7 @@ def pretrain(cfg: DictConfig) -> dict:
                 seed=cfg.seed,
                 out_dir=run_dir / "skills",
                 observe_pose=env.observe_pose,
+                pixels=pixel_options(cfg),
             )
         )
     runner = OnlineRunner(
@@ -219,6 +270,7 @@ def pretrain_offline(cfg: DictConfig, name: str) -> dict:
     gradient updates, snapshots ``snapshot_<updates>.pt`` at ``offline.snapshot_updates`` in the
     online runs' place and format, zero-shot evaluations of every task of the domain."""
     domain, offline = cfg.env.domain, cfg.offline
+    check_pixels_supported(cfg)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -268,8 +320,15 @@ def pretrain_offline(cfg: DictConfig, name: str) -> dict:
 
 def load_pretrained(cfg: DictConfig, name: str, domain: str, env):
     """The pretrained agent named by ``cfg.snapshot`` (never another seed or frame count)."""
-    path = find_snapshot(cfg.snapshot, Path(cfg.snapshot_root), name, domain, cfg.snapshot_seed)
+    path = find_snapshot(
+        cfg.snapshot, Path(cfg.snapshot_root), name, snapshot_domain(cfg, domain), cfg.snapshot_seed
+    )
     snapshot = load_snapshot(path)
+    pretrained_obs = snapshot["config"].get("obs", {"type": "states"})["type"]
+    if pretrained_obs != cfg.obs.type:
+        raise ValueError(
+            f"snapshot {path} was pretrained with obs={pretrained_obs}; finetune with obs={pretrained_obs}"
+        )
     if snapshot["agent_name"] != name or snapshot["domain"] != domain:
         raise ValueError(
             f"snapshot {path} is {snapshot['agent_name']} on {snapshot['domain']}, not {name} on {domain}"
@@ -302,7 +361,13 @@ def choose_skill(cfg: DictConfig, agent, task: str, run_dir: Path) -> None:
     device = next(agent.parameters()).device
     pose = observe_pose(cfg.agent)
     env = make_env(
-        task, len(candidates), backend=cfg.backend, device=device, seed=cfg.seed, observe_pose=pose
+        task,
+        len(candidates),
+        backend=cfg.backend,
+        device=device,
+        seed=cfg.seed,
+        observe_pose=pose,
+        pixels=pixel_options(cfg),
     )
     skill, returns = select_skill(env, agent, candidates, task, seed=cfg.seed)
     env.close()
@@ -337,6 +402,13 @@ def finetune(cfg: DictConfig) -> dict:
             f"task={cfg.task} is a domain; finetune on one of its tasks, e.g. task={domain}_stand"
         )
     name = agent_name()
+    if cfg.obs.type == "pixels" and "update_encoder" in cfg.agent:
+        # URLB's finetuning keeps the pretrained encoder frozen by default; one trained from
+        # scratch has nothing to keep.
+        train = bool(cfg.update_encoder) or cfg.snapshot is None
+        cfg.agent.update_encoder = train
+        state = "trained" if train else "frozen (update_encoder=false)"
+        print(f"[finetune] {name}: the conv encoder is {state}")
     env, eval_env, agent, replay, run_dir, total = build_parts(cfg, task, "finetune")
     snapshot_frames, pretrain_frames = None, None
     if cfg.snapshot is not None:
@@ -353,6 +425,7 @@ def finetune(cfg: DictConfig) -> dict:
         "snapshot_frames": snapshot_frames,
         "pretrain_frames": pretrain_frames,
         "finetune_frames": total,
+        "obs": cfg.obs.type,
     }
     runner = OnlineRunner(
         env, eval_env, agent, replay, None, schedule(cfg, total), run_dir, cfg.seed, record, task=task

@@ -7,6 +7,8 @@ run's ``eval.jsonl`` holds one record per evaluation (``urlb.runner``)::
     {"agent", "domain", "task", "seed", "phase", "frames", "return", "normalised_score",
      "snapshot_frames", "pretrain_frames", "finetune_frames"}
 
+(plus ``obs``, ``pixels`` for pixel runs: their methods are labelled ``<agent> [pixels]``).
+
 The rules, in the order they apply:
 
 1. Every line must be a JSON record with those fields; a line that is not is reported as
@@ -60,6 +62,13 @@ FIELDS = (
 )
 PROTOCOL_FIELDS = ("pretrain_frames", "snapshot_frames", "finetune_frames")
 _SHORT = {"pretrain_frames": "pretrain", "snapshot_frames": "snapshot", "finetune_frames": "finetune"}
+
+
+def agent_label(record: dict) -> str:
+    """The method a record belongs to: its agent, marked ``[pixels]`` for pixel runs (records
+    without ``obs`` are state runs), so state and pixel results never mix."""
+    obs = record.get("obs", "states")
+    return record["agent"] if obs == "states" else f"{record['agent']} [{obs}]"
 
 
 class ReportError(ValueError):
@@ -168,7 +177,7 @@ def read_runs(paths: Iterable[Path | str], skip_bad_lines: bool = False) -> tupl
                 continue
             run = Run(
                 path,
-                record["agent"],
+                agent_label(record),
                 record["domain"],
                 record["task"],
                 int(record["seed"]),

@@ -17,6 +17,13 @@ def snapshot_tag(spec) -> str:
     return Path(text).stem if ("/" in text or text.endswith(".pt")) else re.sub(r"[^\w.-]", "_", text)
 
 
+def obs_suffix(obs_type: str) -> str:
+    """What a run folder's name adds for its observations: nothing for states, ``_pixels``."""
+    return "" if obs_type == "states" else f"_{obs_type}"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("tag"):
         OmegaConf.register_new_resolver("tag", snapshot_tag)
+    if not OmegaConf.has_resolver("obs_suffix"):
+        OmegaConf.register_new_resolver("obs_suffix", obs_suffix)

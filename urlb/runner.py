@@ -2,10 +2,11 @@
 
 ``pretrain.py`` and ``finetune.py`` build the parts (env, eval env, agent, replay,
 logger) and hand them to :class:`OnlineRunner`; tests hand it small ones. Frames count
-env steps across all worlds: an iteration steps every world once and adds
-``num_envs`` frames. Updates follow an explicit update-to-data ratio
-(``updates_per_frame``; URLB's one update every 2 env steps is 0.5), counted with a
-carried fractional credit so any ratio and world count give the right total.
+control steps across all worlds, as URLB's: an iteration steps every world once and adds
+``num_envs * action_repeat`` frames (pixel envs repeat each action: URLB's 2). Updates
+follow an explicit update-to-data ratio (``updates_per_frame``; URLB's one update every 2
+env steps is 0.5 for states, 0.25 for pixels at repeat 2), counted with a carried
+fractional credit so any ratio and world count give the right total.
 
 A checkpoint (every ``checkpoint_every_frames``, atomic) holds everything the loop reads
 (agent and optimisers, replay, env physics, step counters and reset RNGs, carried agent
@@ -102,6 +103,11 @@ class OnlineRunner:
         self.last_metrics: dict[str, torch.Tensor] = {}
         agent.set_task(None if task is None else env.task_names.index(task))
 
+    @property
+    def frames_per_step(self) -> int:
+        """Frames one iteration adds: every world's control steps."""
+        return self.env.num_envs * self.env.action_repeat
+
     # -- the loop -----------------------------------------------------------------------------
     def start(self) -> None:
         """Fresh start: reset the env and the agent's carried state."""
@@ -158,10 +164,10 @@ class OnlineRunner:
         self.agent_state = agent.observe(self.agent_state, out)
         self.observation, self.position = out["observation"], out["position"]
         self.episode_return += out["task_reward"]
-        self.frame += env.num_envs
+        self.frame += self.frames_per_step
         # Every world starts together and episodes have a fixed length, so episodes end
         # on a known iteration (no read of the done flags from the device).
-        if (self.frame // env.num_envs) % env.episode_steps == 0:
+        if (self.frame // self.frames_per_step) % env.episode_steps == 0:
             returns = self.episode_return.mean(dim=0)
             if self.task is not None:
                 metrics = {"episode_return": returns[env.task_names.index(self.task)]}
@@ -183,7 +189,7 @@ class OnlineRunner:
     def train(self) -> None:
         if self.frame < self.schedule.seed_frames:
             return
-        self.update_credit += self.env.num_envs * self.schedule.updates_per_frame
+        self.update_credit += self.frames_per_step * self.schedule.updates_per_frame
         while self.update_credit >= 1.0:
             self.last_metrics = self.agent.update(self.replay, self.frame)
             self.update_credit -= 1.0

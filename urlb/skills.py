@@ -258,6 +258,7 @@ class SkillEvaluator:
             time (the skills too), so evaluations differ only by the agent.
         out_dir: where ``skills_<frames>.png`` and ``coverage.jsonl`` go.
         observe_pose: the agent's observation carries the pose (as its training env's).
+        pixels: ``make_env``'s pixel options when the agent sees frames (None: states).
     """
 
     def __init__(
@@ -271,9 +272,16 @@ class SkillEvaluator:
         seed: int,
         out_dir: str | Path,
         observe_pose: bool = False,
+        pixels: dict | None = None,
     ):
         self.env = make_env(
-            domain, rollouts, backend=backend, device=device, seed=seed, observe_pose=observe_pose
+            domain,
+            rollouts,
+            backend=backend,
+            device=device,
+            seed=seed,
+            observe_pose=observe_pose,
+            pixels=pixels,
         )
         self.rollouts, self.cell, self.steps, self.seed = rollouts, cell, steps, seed
         self.out_dir = Path(out_dir)

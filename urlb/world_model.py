@@ -333,26 +333,26 @@ def observation_target(observation: torch.Tensor) -> torch.Tensor:
 
 
 def observation_encoder(
-    obs_shape: tuple[int, ...], hidden_dim: int, layers: int = 4
+    obs_shape: tuple[int, ...], hidden_dim: int, layers: int = 4, cnn_depth: int = 48
 ) -> tuple[nn.Module, int]:
     """The encoder for an observation spec, and its embedding size: an ELU MLP ending on a
     hidden layer for state vectors ``(D,)`` (DreamerV2's ``mlp_keys`` encoder), the
-    convolutional encoder for frames ``(C, H, W)``."""
+    convolutional encoder of ``cnn_depth`` base channels for frames ``(C, H, W)``."""
     if len(obs_shape) == 1:
         return elu_mlp(obs_shape[0], hidden_dim, None, layers), hidden_dim
     if len(obs_shape) == 3:
-        encoder = ConvEncoder(obs_shape)
+        encoder = ConvEncoder(obs_shape, cnn_depth)
         return encoder, encoder.embed_dim
     raise ValueError(f"observation shape {obs_shape}: expected a state vector (D,) or frames (C, H, W)")
 
 
 def observation_decoder(
-    obs_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, layers: int = 4
+    obs_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, layers: int = 4, cnn_depth: int = 48
 ) -> nn.Module:
     """The decoder matching :func:`observation_encoder`: latent features to the mean of a
     unit-variance Gaussian over the observation (DreamerV2's ``mse`` heads)."""
     if len(obs_shape) == 1:
         return elu_mlp(feature_dim, hidden_dim, obs_shape[0], layers)
     if len(obs_shape) == 3:
-        return ConvDecoder(obs_shape, feature_dim)
+        return ConvDecoder(obs_shape, feature_dim, cnn_depth)
     raise ValueError(f"observation shape {obs_shape}: expected a state vector (D,) or frames (C, H, W)")

@@ -33,10 +33,11 @@ class Backend(Protocol):
     dtype: torch.dtype
     view: PhysicsView
 
-    def step(self, ctrl: torch.Tensor) -> None:
+    def step(self, ctrl: torch.Tensor, render: bool = False) -> None:
         """Apply ``ctrl (N, nu)`` for ``n_substeps`` physics steps, then refresh the
         position and velocity stages (dm_control's ``mj_step1``) so that ``view`` holds
-        what dm_control's observation would read."""
+        what dm_control's observation would read. ``render``: backends that render
+        in-step (warp) also run their render hook."""
 
     def set_state(self, ids: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         """Write ``qpos``, ``qvel``, ``act`` (and optionally ``qacc_warmstart`` and

@@ -39,7 +39,8 @@ class CpuBackend:
         self._ctrl = t["ctrl"]
         self._tensors = t
 
-    def step(self, ctrl: torch.Tensor) -> None:
+    def step(self, ctrl: torch.Tensor, render: bool = False) -> None:
+        # (render: the pixel env renders a cpu batch itself, from copied poses)
         self._ctrl.copy_(ctrl)
         self.batch.step(nstep=self.n_substeps, stage=mujoco.mjtStage.mjSTAGE_VEL)
 

@@ -7,7 +7,9 @@ refresh. (``mjw.step1`` is not used for that refresh: it zeroes ``sensordata``, 
 dm_control's acceleration-stage sensors keep their value from the last substep.)
 
 The whole step is captured once as a Warp graph and replayed (a CUDA graph on a GPU;
-on Warp's CPU device the recorded launches replay without Python overhead).
+on Warp's CPU device the recorded launches replay without Python overhead). A step that
+renders (``render_hook``, set by :class:`envs.pixels.PixelEnv`) has a graph of its own:
+substeps, pose refresh, BVH refit and render in one launch.
 
 Kernels compile on first use (tens of seconds per model on a CPU) into the folder
 named by ``URLB_WARP_CACHE`` (default ``~/.cache/urlb/warp``), so later processes load
@@ -81,8 +83,10 @@ class WarpBackend:
         self.view = PhysicsView.from_arrays(t, nworld)
         self._tensors = t
         self._steps = 0
-        self._graph = None
+        self._graphs: dict[bool, object] = {}
         self._use_graph = graph
+        # Launches run after the pose refresh of a step with render=True (a renderer's).
+        self.render_hook = None
         with self._scope():
             mjw.forward(self.m, self.d)
 
@@ -104,31 +108,33 @@ class WarpBackend:
         mjw.fwd_velocity(m, d)
         mjw.sensor_vel(m, d)
 
-    def _physics_step(self) -> None:
+    def _physics_step(self, render: bool = False) -> None:
         for _ in range(self.n_substeps):
             self._mjw.step(self.m, self.d)
         self._refresh()
+        if render:
+            if self.render_hook is None:
+                raise RuntimeError("step(render=True) needs a render_hook (envs.pixels.PixelEnv sets one)")
+            self.render_hook()
 
-    def step(self, ctrl: torch.Tensor) -> None:
+    def step(self, ctrl: torch.Tensor, render: bool = False) -> None:
         wp = self._wp
         self._tensors["ctrl"].copy_(ctrl)
         with self._scope():
             if not self._use_graph:
-                self._physics_step()
+                self._physics_step(render)
             else:
-                if self._graph is None:
-                    self._physics_step()  # compiles every kernel before capture
-                    self._capture()
+                graph = self._graphs.get(render)
+                if graph is None:
+                    self._physics_step(render)  # compiles every kernel before capture
+                    with wp.ScopedCapture() as capture:  # on the enclosing _scope's stream or device
+                        self._physics_step(render)
+                    self._graphs[render] = capture.graph  # recorded, not run: one step taken
                 else:
-                    wp.capture_launch(self._graph)
+                    wp.capture_launch(graph)
         self._steps += 1
         if self._steps % self.overflow_check_every == 0:
             self.check_overflow()
-
-    def _capture(self) -> None:
-        with self._wp.ScopedCapture() as capture:  # on the stream or device of the enclosing _scope
-            self._physics_step()
-        self._graph = capture.graph
 
     def check_overflow(self) -> None:
         """Raise if any world ran out of contact or constraint buffer (a host sync)."""

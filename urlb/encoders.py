@@ -1,0 +1,120 @@
+"""The pixel encoder the model-free backbones share, and its random-shift augmentation.
+
+DrQ-v2 (Yarats et al., "Mastering Visual Continuous Control: Improved Data-Augmented
+Reinforcement Learning", ICLR 2022) as URLB uses it for ``obs_type=pixels``:
+
+* :class:`PixelEncoder`: frames ``uint8 (B, C, H, W)`` (C = 3 x frame stack) scaled to
+  ``x / 255 - 0.5``, a stride-2 3x3 convolution then three stride-1 ones, 32 channels each,
+  ReLU after every one, flattened (``32 * 35 * 35 = 39200`` values at 84x84);
+* :class:`RandomShift`: DrQ-v2's ``RandomShiftsAug``, pad 4: each frame is shifted by a
+  whole number of pixels, ``(dx, dy)`` uniform in ``[-pad, pad]^2``, its border repeated;
+* :func:`make_encoder`: the encoder for an observation spec (the identity for state vectors).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+from urlb.nets import orthogonal_init
+
+# DrQ-v2's encoder: channels of every convolution and the number of stride-1 ones after the
+# stride-2 one.
+CHANNELS, STRIDE_ONE_LAYERS = 32, 3
+
+
+def weight_init(module: nn.Module) -> None:
+    """URLB's ``utils.weight_init``: orthogonal weights (gain sqrt(2), ReLU's, for
+    convolutions), zero biases."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight, nn.init.calculate_gain("relu"))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    else:
+        orthogonal_init(module)
+
+
+def conv_output_size(size: int) -> int:
+    """Side of the encoder's last feature map for a frame side ``size`` (no padding:
+    3x3 stride 2, then three 3x3 stride 1)."""
+    return (size - 3) // 2 + 1 - 2 * STRIDE_ONE_LAYERS
+
+
+class PixelEncoder(nn.Module):
+    """DrQ-v2 / URLB's convolutional encoder.
+
+    Args:
+        obs_shape: ``(C, H, W)`` of the frames.
+
+    Attributes:
+        repr_dim: size of the flat output, ``32 * h * w`` of the last feature map.
+    """
+
+    def __init__(self, obs_shape: tuple[int, int, int]):
+        super().__init__()
+        channels, height, width = obs_shape
+        out_h, out_w = conv_output_size(height), conv_output_size(width)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(
+                f"frames of {height}x{width} are too small for the encoder's convolutions (min 15x15)"
+            )
+        self.repr_dim = CHANNELS * out_h * out_w
+        layers: list[nn.Module] = [nn.Conv2d(channels, CHANNELS, 3, stride=2), nn.ReLU()]
+        for _ in range(STRIDE_ONE_LAYERS):
+            layers += [nn.Conv2d(CHANNELS, CHANNELS, 3, stride=1), nn.ReLU()]
+        self.convnet = nn.Sequential(*layers, nn.Flatten())
+        self.apply(weight_init)
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` pixel values in [0, 255] (uint8 or float) -> ``(B, repr_dim)``."""
+        return self.convnet(observation.float() / 255.0 - 0.5)
+
+
+class RandomShift(nn.Module):
+    """DrQ-v2's random shift: replicate-pad each frame by ``pad`` pixels, then crop an
+    ``H x W`` window at an integer offset drawn uniformly from ``[0, 2 * pad]`` in each axis,
+    independently per sample (the same shift for all channels of a sample: a frame stack
+    moves together).
+
+    Done as two gathers of clamped indices (pixel ``i`` of the crop is pixel
+    ``clamp(i + offset - pad, 0, H - 1)`` of the frame), with no Python loop over the batch
+    and no padded copy. DrQ-v2 resamples the padded image by ``grid_sample`` at pixel
+    centres, which gives the same integer shifts; gathering keeps them exact and keeps the
+    input's dtype: ``uint8`` in, ``uint8`` out (the encoder does the scaling).
+    """
+
+    def __init__(self, pad: int = 4):
+        super().__init__()
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        self.pad = pad
+
+    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` -> shifted ``(B, C, H, W)``, same dtype; ``generator`` (on the
+        frames' device) draws the shifts."""
+        if frames.ndim != 4:
+            raise ValueError(f"RandomShift expects frames (B, C, H, W), got shape {tuple(frames.shape)}")
+        n, c, h, w = frames.shape
+        offset = torch.randint(0, 2 * self.pad + 1, (n, 2), device=frames.device, generator=generator)
+        offset = offset - self.pad
+        rows = (torch.arange(h, device=frames.device) + offset[:, :1]).clamp(0, h - 1)  # (B, H)
+        cols = (torch.arange(w, device=frames.device) + offset[:, 1:]).clamp(0, w - 1)  # (B, W)
+        shifted = frames.gather(2, rows[:, None, :, None].expand(n, c, h, w))
+        return shifted.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+
+
+def make_encoder(obs_spec) -> tuple[nn.Module, int]:
+    """The encoder for an observation spec and the size of what it outputs: the identity for
+    a state size ``D`` (an int), :class:`PixelEncoder` for frames ``(C, H, W)``."""
+    if isinstance(obs_spec, numbers.Integral) and not isinstance(obs_spec, bool):
+        return nn.Identity(), int(obs_spec)
+    try:
+        shape = tuple(int(size) for size in obs_spec)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3:
+        raise ValueError(f"observation spec {obs_spec!r}: expected a state size (int) or frames (C, H, W)")
+    encoder = PixelEncoder(shape)
+    return encoder, encoder.repr_dim
