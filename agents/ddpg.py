@@ -51,22 +51,29 @@ def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q1: torch.Tenso
     return reward + discount * torch.min(next_q1, next_q2)
 
 
-def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Sum of both heads' mean squared TD errors; ``(B,)`` each."""
-    if not q1.shape == q2.shape == target.shape:
-        raise ValueError(f"critic_loss shapes differ: {q1.shape}, {q2.shape}, {target.shape}")
-    loss = (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+def critic_loss(qs, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Sum over Q heads of each head's mean squared TD error.
+
+    Args:
+        qs: the heads' values, a sequence of ``(B,)`` (the double-Q critic's pair) or an
+            ``(N, B)`` tensor (an ensemble: one row per head).
+        target: ``(B,)``, the same for every head.
+    """
+    if len(qs) < 1 or any(q.shape != target.shape for q in qs):
+        raise ValueError(f"critic_loss shapes differ: {[tuple(q.shape) for q in qs]}, {tuple(target.shape)}")
+    losses = [(q - target).pow(2).mean() for q in qs]
+    loss = sum(losses[1:], losses[0])  # two heads: exactly head 1 + head 2
     return loss, {
         "critic_loss": loss.detach(),
-        "critic_q1": q1.mean().detach(),
+        "critic_q1": qs[0].mean().detach(),
         "critic_target_q": target.mean(),
     }
 
 
 def critic_step(agent, observation, action, target) -> dict[str, torch.Tensor]:
-    """Regress both Q heads of ``agent.critic`` on ``target``, then move the target critic
+    """Regress every Q head of ``agent.critic`` on ``target``, then move the target critic
     (shared by the DDPG and SAC backbones, whose targets differ)."""
-    loss, metrics = critic_loss(*agent.critic(observation, action), target)
+    loss, metrics = critic_loss(agent.critic(observation, action), target)
     optimise(agent.critic_opt, loss)
     soft_update(agent.critic_target, agent.critic, agent.critic_target_tau)
     return metrics

@@ -18,18 +18,24 @@ prior segments relabelled: u = tanh(mean q(z | segment)) and the optimistic rewa
     r_prior = r_hat(s, u) + c * RND(s, u)      (online segments: r = R + c * RND(s, u))
 
 where r_hat regresses the online R and RND (``agents/rnd.py``) is trained on online (s, u).
-RLPD's update-to-data ratio (Ball et al. 2023): ``utd_ratio`` critic minibatches, then one actor
-and one temperature step, once per env step.
+The high-level SAC is RLPD's (Ball et al. 2023), as the reference's SACLearner with its
+``rlpd_config`` and README flags: 10 Q networks with LayerNorm, the target's min over 2 of them
+drawn per minibatch, no entropy term in the target (``backup_entropy=False``), the actor on the
+heads' mean; ``utd_ratio`` critic minibatches, then one actor and one temperature step, once
+per env step.
 
 Finetuning (``init_from``): the VAE (encoder, prior, low-level policy) transfers and stays frozen,
 as in the paper; the high-level SAC, the reward model and RND start fresh; the prior data is the
 dataset the snapshot was pretrained on (``agent.dataset``, kept in its config).
 
-Departures from the reference: the high-level SAC is urlb's (two Q heads on URLB's LayerNorm
-trunk, entropy in the target) rather than RLPD's 10-head ensemble without entropy backup; the
-reward model trains on every critic minibatch's online half and RND on one online half-batch per
-update (the reference: the latest high-level transition), and urlb's RND has two hidden layers
-and a running input normaliser (the bonus is its raw error, as the reference's);
+Departures from the reference: the high-level SAC's actor has urlb's two hidden layers (the
+reference's three), its networks urlb's orthogonal initialisation, and its critic sums the heads'
+squared errors (the reference averages them: the same Adam steps up to epsilon); the target's
+min over 2 heads is the README's Kitchen setting (its AntMaze runs use 1, with ``min`` relabelling,
+which urlb does not have); the reward model trains on every critic minibatch's online half and
+RND on one online half-batch per update (the reference: the latest high-level transition), and
+urlb's RND has two hidden layers and a running input normaliser (the bonus is its raw error, as
+the reference's);
 URLB's tasks never terminate, so the dataset's own flags stand in for the learned mask. Online
 segments are read from replay windows of 2H - 1 steps, each holding one whole segment; the first
 and last segment of an episode are drawn 1/H as often as the others. Segments whose skill the
@@ -164,6 +170,8 @@ class SUPEAgent(Agent):
         rnd_coefficient: c, the bonus's weight (8).
         init_temperature, target_entropy_scale, critic_target_tau: the high-level SAC's (1.0,
             0.5: target entropy -skill_dim / 2, 0.005).
+        num_critics, critic_subsample, backup_entropy: its RLPD critic (10 Q networks, the
+            target's min over 2 drawn per minibatch, no entropy in the target; ``agents/sac.py``).
         updates_per_frame: finetuning updates per env step (1).
         dataset: the prior data's path; pretraining fills it from ``dataset=``, finetuning reads
             the snapshot's unless given.
@@ -188,6 +196,9 @@ class SUPEAgent(Agent):
         init_temperature: float = 1.0,
         target_entropy_scale: float = 0.5,
         critic_target_tau: float = 0.005,
+        num_critics: int = 10,
+        critic_subsample: int | None = 2,
+        backup_entropy: bool = False,
         updates_per_frame: float = 1.0,
         dataset: str | None = None,
     ):
@@ -212,6 +223,9 @@ class SUPEAgent(Agent):
             critic_target_tau=critic_target_tau,
             init_temperature=init_temperature,
             target_entropy_scale=target_entropy_scale,
+            num_critics=num_critics,
+            critic_subsample=critic_subsample,
+            backup_entropy=backup_entropy,
         )
         self.reward_predictor = mlp(obs_dim + skill_dim, hidden_dim, 1, depth=3)  # r_hat(s, u)
         self.reward_predictor.apply(orthogonal_init)

@@ -9,7 +9,7 @@ import torch
 
 from agents.base import RewardModel
 from agents.ddpg import critic_loss, td_target
-from agents.sac import soft_td_target, temperature_loss
+from agents.sac import SACAgent, random_heads, soft_td_target, temperature_loss
 from urlb.nets import TruncatedNormal, gaussian_log_prob_tanh, soft_update
 
 
@@ -29,8 +29,17 @@ def test_td_target_checks_shapes():
 def test_critic_loss_sums_both_heads():
     q1, q2, target = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 2.0]), torch.tensor([2.0, 2.0])
     # head 1: ((1-2)^2 + (3-2)^2)/2 = 1; head 2: ((0-2)^2 + 0)/2 = 2
-    loss, metrics = critic_loss(q1, q2, target)
+    loss, metrics = critic_loss((q1, q2), target)
     assert loss.item() == pytest.approx(3.0) and metrics["critic_q1"].item() == pytest.approx(2.0)
+
+
+def test_critic_loss_sums_every_ensemble_head():
+    qs = torch.tensor([[1.0, 3.0], [0.0, 2.0], [2.0, 5.0]])  # (N=3, B=2)
+    # heads: 1, 2 as above; head 3: (0 + 3^2)/2 = 4.5; summed 7.5
+    loss, metrics = critic_loss(qs, torch.tensor([2.0, 2.0]))
+    assert loss.item() == pytest.approx(7.5) and metrics["critic_q1"].item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        critic_loss(qs, torch.zeros(3))
 
 
 def test_soft_td_target_subtracts_entropy_term():
@@ -38,12 +47,67 @@ def test_soft_td_target_subtracts_entropy_term():
     out = soft_td_target(
         torch.tensor([1.0]),
         torch.tensor([0.99]),
-        torch.tensor([5.0]),
-        torch.tensor([6.0]),
+        (torch.tensor([5.0]), torch.tensor([6.0])),
         torch.tensor([-2.0]),
         0.1,
     )
     torch.testing.assert_close(out, torch.tensor([6.148]))
+
+
+def test_soft_td_target_without_entropy_backup_is_r_plus_g_min():
+    reward, discount = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.9])
+    next_qs = torch.tensor([[4.0, 10.0], [2.0, 30.0], [3.0, 20.0]])  # (K=3, B=2)
+    log_prob = torch.tensor([-2.0, 5.0])
+    # alpha None: 1 + 0.5 * min(4, 2, 3) = 2;  0 + 0.9 * 10 = 9 (log pi plays no part)
+    torch.testing.assert_close(
+        soft_td_target(reward, discount, next_qs, log_prob, None), torch.tensor([2.0, 9.0])
+    )
+    # alpha 0.5: 1 + 0.5 * (2 + 1) = 2.5;  0.9 * (10 - 2.5) = 6.75
+    torch.testing.assert_close(
+        soft_td_target(reward, discount, next_qs, log_prob, 0.5), torch.tensor([2.5, 6.75])
+    )
+    with pytest.raises(ValueError, match="shapes differ"):
+        soft_td_target(reward, discount, torch.zeros(3, 3), log_prob, None)
+
+
+def test_random_heads_draws_exactly_that_many_distinct_heads():
+    qs = torch.arange(10.0)[:, None].expand(10, 4)  # head i outputs i
+    drawn = random_heads(qs, 2, torch.Generator().manual_seed(3))
+    index = torch.randperm(10, generator=torch.Generator().manual_seed(3))[:2]
+    assert drawn.shape == (2, 4) and torch.equal(drawn[:, 0], index.float())
+    generator = torch.Generator().manual_seed(0)
+    subsets = [random_heads(qs, 2, generator)[:, 0] for _ in range(200)]
+    assert all(len(set(s.tolist())) == 2 for s in subsets)  # without replacement
+    assert len({tuple(sorted(s.tolist())) for s in subsets}) > 20  # a fresh subset per call
+    # the target's min over 2 heads is never the largest head, often not the smallest
+    minima = torch.stack([s.min() for s in subsets])
+    assert minima.max() < 9 and 0.1 < (minima == 0).float().mean() < 0.3  # P(min = 0) = 2/10
+    assert torch.equal(random_heads((qs[0], qs[1]), 2, torch.Generator().manual_seed(0)).amin(0), qs[0])
+    with pytest.raises(ValueError, match="cannot draw 11 of 10"):
+        random_heads(qs, 11)
+
+
+def test_default_sac_keeps_its_two_head_critic_and_soft_target(monkeypatch):
+    """Two heads on URLB's trunk, the min of both with entropy in the target, min in the actor:
+    the layout and target SAC had before the RLPD options (``num_critics`` 2, no subset)."""
+    torch.manual_seed(0)
+    agent = SACAgent(5, 2, hidden_dim=8, batch_size=4)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    # actor: 5*8+8 + 8*8+8 + 8*4+4 = 156; critic: trunk 7*8+8 + LayerNorm 16, heads 2 * (8*8+8 + 8+1)
+    assert count(agent.actor) == 156 and count(agent.critic) == 80 + 2 * 81
+    assert type(agent.critic).__name__ == "DoubleQCritic" and agent.backup_entropy
+    observation, next_observation = torch.randn(4, 5), torch.randn(4, 5)
+    action, reward, discount = torch.rand(4, 2) * 2 - 1, torch.randn(4), torch.full((4,), 0.99)
+    torch.manual_seed(1)
+    next_action, log_prob = agent.actor.sample(next_observation)
+    with torch.no_grad():
+        q1, q2 = agent.critic_target(next_observation, next_action)
+    alpha = agent.log_alpha.exp().detach()  # 0.1, up to rounding
+    expected = reward + discount * (torch.min(q1, q2) - alpha * log_prob.detach())
+    monkeypatch.setattr("agents.sac.critic_step", lambda agent, o, a, target: {"target": target})
+    torch.manual_seed(1)
+    target = agent.update_critic(observation, action, reward, discount, next_observation)["target"]
+    torch.testing.assert_close(target, expected, rtol=0, atol=0)
 
 
 def test_temperature_loss_gradient_pushes_entropy_to_target():

@@ -183,6 +183,76 @@ def test_half_of_each_minibatch_is_prior_data(sampler):
     assert agent.replay_nstep("finetune") == 2 * H - 1
 
 
+# -- the high-level SAC: RLPD's critic -------------------------------------------------------------
+def test_high_level_critic_is_a_ten_network_layer_norm_ensemble():
+    from agents.sac import EnsembleCritic, EnsembleLayerNorm, EnsembleLinear
+
+    high = tiny_agent().high
+    assert isinstance(high.critic, EnsembleCritic) and high.num_critics == 10
+    assert high.critic_subsample == 2 and not high.backup_entropy
+    linears = [m for m in high.critic.heads if isinstance(m, EnsembleLinear)]
+    norms = [m for m in high.critic.heads if isinstance(m, EnsembleLayerNorm)]
+    # three hidden layers, each with LayerNorm (RLPD's critic_layer_norm), then the output
+    assert len(linears) == 4 and len(norms) == 3 and all(m.weight.shape[0] == 10 for m in linears + norms)
+    assert linears[0].weight.shape == (10, OBS + Z, 16) and linears[-1].weight.shape == (10, 16, 1)
+    qs = high.critic(torch.randn(5, OBS), torch.rand(5, Z) * 2 - 1).detach()
+    assert qs.shape == (10, 5) and len({round(float(q), 6) for q in qs[:, 0]}) == 10  # own weights each
+    # each network is its own MLP: head 3 alone, by hand
+    x = torch.cat([torch.ones(1, OBS), torch.zeros(1, Z)], -1)
+    for layer in high.critic.heads:
+        if isinstance(layer, EnsembleLinear):
+            x = x @ layer.weight[3] + layer.bias[3]
+        elif isinstance(layer, EnsembleLayerNorm):
+            x = torch.nn.functional.layer_norm(x, x.shape[-1:]) * layer.weight[3] + layer.bias[3]
+        else:
+            x = torch.relu(x)
+    torch.testing.assert_close(high.critic(torch.ones(1, OBS), torch.zeros(1, Z))[3], x[:, 0])
+
+
+def test_high_level_target_is_r_plus_g_min_over_two_fresh_heads(monkeypatch):
+    """Target heads set by hand (head i outputs i): each minibatch's target is r + g * min of
+    the 2 heads drawn for it, with no entropy term, and the pair is drawn afresh each time."""
+    import agents.sac
+
+    high = tiny_agent().high
+    B = 6
+    monkeypatch.setattr(high.critic_target, "forward", lambda o, a: torch.arange(10.0)[:, None].expand(10, B))
+    drawn = []
+    real = agents.sac.random_heads
+
+    def recording(qs, size, generator=None):
+        drawn.append((tuple(qs.shape), size, real(qs, size, generator)))
+        return drawn[-1][2]
+
+    monkeypatch.setattr(agents.sac, "random_heads", recording)
+    monkeypatch.setattr(agents.sac, "critic_step", lambda agent, o, a, target: {"target": target})
+    reward, discount = torch.randn(B), torch.full((B,), 0.99)
+    minima = []
+    for _ in range(30):
+        target = high.update_critic(
+            torch.randn(B, OBS), torch.zeros(B, Z), reward, discount, torch.randn(B, OBS)
+        )
+        shape, size, heads = drawn[-1]
+        assert shape == (10, B) and size == 2 and heads.shape == (2, B)
+        assert len(set(heads[:, 0].tolist())) == 2  # two distinct heads
+        torch.testing.assert_close(
+            target["target"], reward + discount * heads.amin(0)
+        )  # alpha = 1: no entropy
+        minima.append(float(heads[0, 0].min(heads[1, 0])))
+    assert len(set(minima)) > 1 and max(minima) < 9
+
+
+def test_high_level_actor_maximises_the_heads_mean(monkeypatch):
+    high = tiny_agent().high
+    observation = torch.randn(4, OBS)
+    torch.manual_seed(3)
+    action, log_prob = high.actor.sample(observation)
+    alpha = high.log_alpha.exp().detach()
+    expected = (alpha * log_prob - high.critic(observation, action).mean(0)).mean()
+    torch.manual_seed(3)
+    torch.testing.assert_close(high.update_actor(observation, 0)["actor_loss"], expected.detach())
+
+
 # -- acting -------------------------------------------------------------------------------------
 def test_a_skill_is_drawn_every_h_steps_and_where_an_episode_ended():
     agent = tiny_agent()
