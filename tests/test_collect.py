@@ -155,6 +155,7 @@ def test_snapshot_policy_collects_with_the_agents_skills(tmp_path):
         (["policy=snapshot", "snapshot={tmp}/missing.pt"], FileNotFoundError, "no snapshot file at"),
         (["policy=snapshot", "snapshot={tmp}/checkpoint.pt"], ValueError, "not a pretraining snapshot"),
         (["policy=snapshot", "snapshot={tmp}/jaco.pt"], ValueError, "collect with env=jaco"),
+        (["policy=snapshot", "snapshot={tmp}/pixels.pt"], ValueError, "acts on pixels"),
         (["out={tmp}"], FileExistsError, "already exists and datasets are never overwritten"),
     ],
     ids=[
@@ -165,6 +166,7 @@ def test_snapshot_policy_collects_with_the_agents_skills(tmp_path):
         "missing",
         "checkpoint",
         "domain",
+        "pixels",
         "out",
     ],
 )
@@ -172,6 +174,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, overrides, error, message):
     save_snapshot(tmp_path / "checkpoint.pt", {"frame": 10})  # a resume checkpoint, not a snapshot
     jaco = {"agent": {}, "agent_name": "ddpg", "config": {}, "domain": "jaco", "frames": 1, "seed": 1}
     save_snapshot(tmp_path / "jaco.pt", jaco)
+    pixels = jaco | {"domain": "walker", "config": {"obs": {"type": "pixels"}}}
+    save_snapshot(tmp_path / "pixels.pt", pixels)
     cfg = config(tmp_path, *(override.format(tmp=tmp_path) for override in overrides))
     with pytest.raises(error, match=message) as raised:
         collect_from_config(cfg)

@@ -202,4 +202,9 @@ def load_collector(path: str | Path, domain: str) -> dict:
         raise ValueError(
             f"snapshot {path} was pretrained on {snapshot['domain']}; collect with env={snapshot['domain']}"
         )
+    if snapshot["config"].get("obs", {"type": "states"})["type"] != "states":
+        raise ValueError(
+            f"snapshot {path} acts on pixels; datasets hold state observations: collect with a snapshot "
+            "pretrained on states (obs=states) or policy=random"
+        )
     return snapshot
