@@ -1,4 +1,5 @@
-"""Gymnasium and TorchRL views of a :class:`~envs.env.BatchedEnv`.
+"""Gymnasium and TorchRL views of a :class:`~envs.env.BatchedEnv` (or of its pixel env,
+:class:`~envs.pixels.PixelEnv`: observations are then ``uint8`` frame stacks in [0, 255]).
 
 Both adapters wrap an existing env (they do not build a second simulator), so the env
 and its views share worlds, step counters and seeds: step through one view at a time.
@@ -54,6 +55,11 @@ from envs.env import BatchedEnv
 __all__ = ["GymVectorEnv", "TorchRLEnv"]
 
 
+def frame_shape(env) -> tuple[int, ...] | None:
+    """``(C, H, W)`` of a pixel env's observations, None for state vectors."""
+    return tuple(env.obs_dim) if isinstance(env.obs_dim, tuple) else None
+
+
 class GymVectorEnv(VectorEnv):
     """``gymnasium.vector.VectorEnv`` view of a :class:`BatchedEnv` (same-step autoreset)."""
 
@@ -62,7 +68,12 @@ class GymVectorEnv(VectorEnv):
     def __init__(self, env: BatchedEnv):
         self.env = env
         self.num_envs = env.num_envs
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (env.obs_dim,), np.float32)
+        frames = frame_shape(env)
+        self.single_observation_space = (
+            gym.spaces.Box(-np.inf, np.inf, (env.obs_dim,), np.float32)
+            if frames is None
+            else gym.spaces.Box(0, 255, frames, np.uint8)
+        )
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (env.action_dim,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -133,8 +144,14 @@ class TorchRLEnv(EnvBase):
         super().__init__(device=env.device, batch_size=torch.Size([env.num_envs]))
         self.env = env
         n, dev = env.num_envs, env.device
+        frames = frame_shape(env)
+        observation = (
+            Unbounded((n, env.obs_dim), dtype=torch.float32, device=dev)
+            if frames is None
+            else Bounded(0, 255, (n, *frames), dtype=torch.uint8, device=dev)
+        )
         self.observation_spec = Composite(
-            observation=Unbounded((n, env.obs_dim), dtype=torch.float32, device=dev),
+            observation=observation,
             task_reward=Unbounded((n, len(env.task_names)), dtype=torch.float32, device=dev),
             shape=(n,),
             device=dev,

@@ -255,3 +255,20 @@ def test_torchrl_seeding_reproduces():
     a, b, c = run(11), run(11), run(12)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(a[0], c[0])
+
+
+# -- pixel envs --------------------------------------------------------------------------------
+def test_both_views_of_a_pixel_env_carry_uint8_frame_stacks():
+    env = make_env("walker_walk", 2, backend="cpu", seed=0, pixels={"size": 32})
+    tenv = TorchRLEnv(env)
+    spec = tenv.observation_spec["observation"]
+    assert spec.shape == (2, 9, 32, 32) and spec.dtype == torch.uint8
+    check_env_specs(tenv)  # a rollout's frames are in the spec: uint8, in [0, 255]
+    rollout = tenv.rollout(3)
+    assert rollout["next", "observation"].shape == (2, 3, 9, 32, 32)
+    genv = GymVectorEnv(env)
+    assert genv.single_observation_space == gym.spaces.Box(0, 255, (9, 32, 32), np.uint8)
+    obs, _ = genv.reset(seed=0)
+    assert obs.shape == (2, 9, 32, 32) and obs.dtype == np.uint8 and obs in genv.observation_space
+    obs, rewards, *_ = genv.step(np.zeros((2, 6), np.float32))
+    assert obs in genv.observation_space and rewards.shape == (2,)
