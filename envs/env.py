@@ -53,6 +53,7 @@ class BatchedEnv:
         self.episode_steps = domain.episode_steps
         self.control_timestep = domain.control_timestep
         self.action_repeat = 1  # control steps per env step (envs.pixels.PixelEnv: URLB's 2)
+        self.frame_stack = 1  # observations per stack (envs.pixels.PixelEnv: URLB's 3)
         self._task_index = domain.tasks.index(domain.task) if domain.task is not None else None
         self._low = domain.action_low.to(self.device)
         self._half_range = ((domain.action_high - domain.action_low) / 2).to(self.device)

@@ -57,6 +57,28 @@ def pixel_options(cfg: DictConfig, label: str = "") -> dict | None:
     return options | changed
 
 
+def env_options(cfg: DictConfig, label: str = "") -> dict:
+    """``make_env``'s keyword arguments besides the task, world count and device, for every
+    env of a run (training, evaluation, skill selection): the same backend, seed, pose and
+    pixel format; ``label`` announces an agent's own pixel format once."""
+    options = {"backend": cfg.backend, "seed": cfg.seed, "observe_pose": observe_pose(cfg.agent)}
+    return options | {"pixels": pixel_options(cfg, label)}
+
+
+def pretrain_record(cfg: DictConfig, name: str, domain: str, frames: int) -> dict:
+    """The fields every pretraining evaluation record of a run shares (``frames``: the
+    pretraining budget, env frames or a dataset's transitions)."""
+    return {
+        "agent": name,
+        "domain": domain,
+        "seed": cfg.seed,
+        "phase": "pretrain",
+        "snapshot_frames": None,
+        "pretrain_frames": frames,
+        "finetune_frames": None,
+    }
+
+
 def check_pixels_supported(cfg: DictConfig) -> None:
     """Refuse the pixel runs nothing supports yet, by name, before anything is built; a
     skill model observing the global pose (METRA) observes frames alone."""
@@ -97,8 +119,7 @@ def build_parts(cfg: DictConfig, task: str, phase: str):
     torch.manual_seed(cfg.seed)
     protocol = cfg.protocol
     check_pixels_supported(cfg)
-    options = {"backend": cfg.backend, "seed": cfg.seed, "observe_pose": observe_pose(cfg.agent)}
-    options["pixels"] = pixel_options(cfg, phase)
+    options = env_options(cfg, phase)
     env = make_env(task, protocol.num_envs, device=device, **options)
     eval_env = make_env(task, protocol.eval_episodes, device=env.device, **options)
     agent = build_agent(cfg.agent, env, env.device)
@@ -124,7 +145,7 @@ def build_parts(cfg: DictConfig, task: str, phase: str):
         env.device,
         nstep=cfg.replay.nstep,
         discount=cfg.replay.discount,
-        frame_stack=getattr(env, "frame_stack", 1),
+        frame_stack=env.frame_stack,
     )
     run_dir = Path(cfg.run_dir)
     total = protocol.pretrain_frames if phase == "pretrain" else protocol.finetune_frames
@@ -208,16 +229,7 @@ def pretrain(cfg: DictConfig) -> dict:
             },
         )
 
-    record = {
-        "agent": name,
-        "domain": domain,
-        "seed": cfg.seed,
-        "phase": "pretrain",
-        "snapshot_frames": None,
-        "pretrain_frames": total,
-        "finetune_frames": None,
-        "obs": cfg.obs.type,
-    }
+    record = pretrain_record(cfg, name, domain, total) | {"obs": cfg.obs.type}
     evaluators = []
     if agent.skill_dim and cfg.skill_eval.rollouts:
         evaluators.append(
@@ -295,16 +307,7 @@ def pretrain_offline(cfg: DictConfig, name: str) -> dict:
         payload |= {"seed": cfg.seed, "frames": updates, "updates": updates, "dataset": str(cfg.dataset)}
         save_snapshot(snapshot_path(Path(cfg.snapshot_root), name, domain, cfg.seed, updates), payload)
 
-    record = {
-        "agent": name,
-        "domain": domain,
-        "seed": cfg.seed,
-        "phase": "pretrain",
-        "snapshot_frames": None,
-        "pretrain_frames": len(sampler),
-        "finetune_frames": None,
-        "frames": len(sampler),
-    }
+    record = pretrain_record(cfg, name, domain, len(sampler)) | {"frames": len(sampler)}
     schedule = OfflineSchedule(
         offline.updates,
         offline.eval_every_updates,
@@ -359,16 +362,7 @@ def choose_skill(cfg: DictConfig, agent, task: str, run_dir: Path) -> None:
     if candidates is None:
         return
     device = next(agent.parameters()).device
-    pose = observe_pose(cfg.agent)
-    env = make_env(
-        task,
-        len(candidates),
-        backend=cfg.backend,
-        device=device,
-        seed=cfg.seed,
-        observe_pose=pose,
-        pixels=pixel_options(cfg),
-    )
+    env = make_env(task, len(candidates), device=device, **env_options(cfg))
     skill, returns = select_skill(env, agent, candidates, task, seed=cfg.seed)
     env.close()
     model.fix_skill(skill)
