@@ -4,12 +4,12 @@ import os
 
 import hydra
 
-from urlb.resolvers import register_resolvers
+from urlb.run.resolvers import register_resolvers
 
 
 @hydra.main(config_path="configs", config_name="collect", version_base=None)
 def main(cfg):
-    from urlb.collect import collect_from_config  # heavy imports after the config is known to be valid
+    from urlb.run.collect import collect_from_config  # heavy imports after the config is known to be valid
 
     collect_from_config(cfg)
 

@@ -4,7 +4,7 @@ import os
 
 import hydra
 
-from urlb.resolvers import register_resolvers
+from urlb.run.resolvers import register_resolvers
 
 
 @hydra.main(config_path="configs", config_name="pretrain", version_base=None)

@@ -10,7 +10,7 @@ the reward is that exploitation term plus APT's particle entropy of the raw feat
 
     r = log(1 + mean_{j<=12} max(||phi(s') - phi_j|| / c - 1e-4, 0))  +  w . phi(s') / ||phi(s')||
 
-with ``c`` the running mean of the kNN distances (``urlb.intrinsic.ParticleEntropy``).
+with ``c`` the running mean of the kNN distances (``agents.parts.intrinsic.ParticleEntropy``).
 
 Finetuning (the task-vector regression): skills keep being drawn at random for the first
 ``num_init_frames`` frames (4096; they fall inside the 4000 seed frames of random actions),
@@ -40,8 +40,8 @@ from torch import nn
 
 from agents.base import SkillModel
 from agents.metra import unit_skills
-from urlb.intrinsic import ParticleEntropy
-from urlb.nets import mlp, optimise, orthogonal_init
+from agents.parts.intrinsic import ParticleEntropy
+from agents.parts.nets import mlp, optimise, orthogonal_init
 
 
 def regress_task(features: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:

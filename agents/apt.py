@@ -6,12 +6,12 @@ learned representation ``h``::
 
     r = log(1 + mean_{j <= k} max(||h - h_j|| / c - clip, 0))
 
-over the other samples of the batch (``urlb.intrinsic.ParticleEntropy``). Two
+over the other samples of the batch (``agents.parts.intrinsic.ParticleEntropy``). Two
 representations, chosen by ``representation``:
 
 * ``icm`` (config ``icm_apt``, the APT of URLB's tables): ``h`` is the trunk
   Linear -> LayerNorm -> Tanh (512) of forward and inverse dynamics models trained with
-  ICM's losses (``urlb.intrinsic.ForwardInverseModel``); particles are the batch's first
+  ICM's losses (``agents.parts.intrinsic.ForwardInverseModel``); particles are the batch's first
   states ``s``; k = 12, averaged, no running normalisation, clip 0 (URLB's ``icm_apt``).
 * ``contrastive`` (config ``apt``, the paper's independent representation): an encoder
   trained apart from the policy by contrastive learning, InfoNCE between the embeddings of
@@ -39,8 +39,8 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import RewardModel
-from urlb.intrinsic import ForwardInverseModel, ParticleEntropy, info_nce
-from urlb.nets import layer_norm_trunk, optimise, orthogonal_init
+from agents.parts.intrinsic import ForwardInverseModel, ParticleEntropy, info_nce
+from agents.parts.nets import layer_norm_trunk, optimise, orthogonal_init
 
 
 class APT(RewardModel):

@@ -1,6 +1,6 @@
 """The interface every urlb agent implements, and the loop that drives it.
 
-One online run (``urlb.runner.OnlineRunner``) calls an agent like this::
+One online run (``urlb.loop.online.OnlineRunner``) calls an agent like this::
 
     state = agent.init_state(num_envs)            # carried per-world state (skill, RNN), a TensorDict
     td = env.reset()
@@ -31,7 +31,7 @@ Families fit it as follows:
   ``state``, advance it in ``act`` (in place: ``act`` sees each observation once) and reset
   it in ``observe`` where ``out["done"]``; sequence learners size the replay's windows
   (``replay_nstep``) and sample them with ``replay.sample_sequences``;
-* dataset agents are pretrained by ``urlb.offline`` calling ``update`` with a dataset
+* dataset agents are pretrained by ``urlb.loop.offline`` calling ``update`` with a dataset
   sampler in place of ``replay``; they act online through the same ``act``.
 
 Rewards: during reward-free pretraining the runner calls ``agent.set_task(None)`` and
@@ -39,7 +39,7 @@ updates train on ``intrinsic_reward(batch)``; at finetune time ``set_task(index)
 them train on that column of ``batch["task_reward"]`` alone (URLB: extrinsic reward only).
 
 Pixels: the backbones read frames ``(C, H, W)`` through one shared encoder
-(``urlb.encoders``, DrQ-v2's, as URLB does). ``update`` then shifts both frame stacks at
+(``agents.parts.encoders``, DrQ-v2's, as URLB does). ``update`` then shifts both frame stacks at
 random and encodes them (:meth:`Agent.encode_batch`); the reward model and the critic see
 the encoder's features where states would be, skills appended after them. One loss trains
 the encoder per update (:meth:`Agent.encoder_learner`): a reward model's own while
@@ -60,7 +60,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from urlb.encoders import RandomShift, make_encoder
+from agents.parts.encoders import RandomShift, make_encoder
 
 
 class RewardModel(nn.Module):
@@ -131,7 +131,7 @@ class SkillModel(RewardModel):
     when ``update_skill_every_step > 0``, every that many env steps of the episode.
     At finetune time a model may instead pursue one fixed skill (:meth:`fix_skill`,
     saved with the weights): the rule that picks it lives with the finetune loop
-    (``urlb.skills.select_skill``) and the candidates with the model
+    (``urlb.measure.skills.select_skill``) and the candidates with the model
     (:meth:`finetune_candidates`).
 
     Args:
@@ -215,7 +215,7 @@ class Agent(nn.Module, abc.ABC):
         reward_model: a callable ``(obs_dim=, action_dim=) -> RewardModel`` (a Hydra
             partial in the configs), or None for the plain backbone. Built with
             ``obs_dim=repr_dim``: on pixels it reads the shared encoder's features.
-        shared_encoder: read observations through ``urlb.encoders.make_encoder`` (the
+        shared_encoder: read observations through ``agents.parts.encoders.make_encoder`` (the
             actor-critic backbones): ``self.encoder`` (the identity for states),
             ``self.repr_dim``, ``self.pixels`` and a random shift for frames. Agents that
             handle observations themselves (world models) leave it off. A backbone that
@@ -225,7 +225,7 @@ class Agent(nn.Module, abc.ABC):
     # An agent's own update-to-data ratio, used by the runner in place of the protocol's
     # (world models: DreamerV2's one update every 10 env steps); None: the protocol's.
     updates_per_frame: float | None = None
-    # Dataset agents (PDT) pretrain offline from a reward-free dataset (``urlb.offline``).
+    # Dataset agents (PDT) pretrain offline from a reward-free dataset (``urlb.loop.offline``).
     pretrains_offline: bool = False
     # The frames an agent needs on ``obs=pixels`` when they differ from the config's
     # (``size``, ``frame_stack``; DreamerV2: single 64x64 frames); None: the config's.
@@ -273,7 +273,7 @@ class Agent(nn.Module, abc.ABC):
     def prepare_offline(self, sampler) -> None:
         """Dataset agents: whatever they take from the whole dataset before the first offline
         update (PDT: the state normaliser's statistics); ``sampler`` is a
-        :class:`urlb.datasets.DatasetSampler`."""
+        :class:`urlb.data.datasets.DatasetSampler`."""
 
     # -- carried state ----------------------------------------------------------------------
     def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:

@@ -4,7 +4,7 @@
 Skills are 64-D vectors drawn uniformly from [0, 1]^64, a new one every 50 env steps. A
 state network ``g`` (obs -> H -> H -> 64) embeds ``s`` and ``s'``; a predictor maps the
 pair ``(g(s), g(s'))`` to a key and a skill network (64 -> H -> H -> 64) maps the skill to
-a query; the contrastive loss (``urlb.intrinsic.cic_contrastive_loss``, temperature 0.5)
+a query; the contrastive loss (``agents.parts.intrinsic.cic_contrastive_loss``, temperature 0.5)
 makes each transition's key pick out its own skill's query among the batch's. The reward
 is APT's particle entropy of ``g(s')`` over the batch, k = 16 averaged, distances divided
 by their running variance (what the released code's ``moving_std`` holds), clip 5e-4::
@@ -17,7 +17,7 @@ Finetuning skill rule (``finetune_skill``), where paper and code differ:
   world pursues the fixed skill 0.5 * 1 during finetuning;
 * ``search`` (the paper's procedure, in spirit): the pretrained policy is rolled out
   deterministically with ``skill_selection.candidates`` skills drawn from the prior and
-  the best on the task is fixed (``urlb.skills.select_skill``).
+  the best on the task is fixed (``urlb.measure.skills.select_skill``).
 
 (The released code also builds a ``next_state_net`` it never uses; we leave it out.)
 Pixels (CIC's code is state-only): the networks read the shared encoder's features,
@@ -32,8 +32,8 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import SkillModel
-from urlb.intrinsic import ParticleEntropy, cic_contrastive_loss
-from urlb.nets import mlp, optimise, orthogonal_init
+from agents.parts.intrinsic import ParticleEntropy, cic_contrastive_loss
+from agents.parts.nets import mlp, optimise, orthogonal_init
 
 
 class CIC(SkillModel):

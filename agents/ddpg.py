@@ -9,7 +9,7 @@ exploration noise, n-step returns.
     actor: max  min_i Q_i(s, pi(s) + clip(eps, c))
 
 Pixels (``obs_dim = (C, H, W)``), as URLB's ``obs_type=pixels``: frames go through the
-shared DrQ-v2 encoder (``urlb.encoders``, random shifts in ``update``, none in ``act``), and
+shared DrQ-v2 encoder (``agents.parts.encoders``, random shifts in ``update``, none in ``act``), and
 actor and critic each compress its features (skill appended) with a LayerNorm trunk to
 ``feature_dim`` (50); the actor then has two hidden ReLU layers, and the critic's trunk
 reads the features alone, the action joining each Q head (two hidden layers) after it.
@@ -33,7 +33,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from urlb.nets import (
+from agents.parts.nets import (
     TruncatedNormal,
     hard_update,
     layer_norm_trunk,

@@ -29,7 +29,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import SkillModel
-from urlb.nets import mlp, optimise, orthogonal_init
+from agents.parts.nets import mlp, optimise, orthogonal_init
 
 
 def diayn_reward(logits: torch.Tensor, skill_index: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 as URLB runs it on the DDPG backbone.
 
 An ensemble of forward models ``f_i(s, a) -> s'`` (5 members, one hidden layer of the
-agent's width; ``urlb.intrinsic.EnsembleMLP``) each regresses the next observation; the
+agent's width; ``agents.parts.intrinsic.EnsembleMLP``) each regresses the next observation; the
 reward is their disagreement, the variance of the predictions across members averaged
 over observation dimensions::
 
@@ -25,8 +25,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import RewardModel
-from urlb.intrinsic import EnsembleMLP
-from urlb.nets import optimise
+from agents.parts.intrinsic import EnsembleMLP
+from agents.parts.nets import optimise
 
 
 def disagreement_reward(predictions: torch.Tensor) -> torch.Tensor:

@@ -37,8 +37,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import Agent
-from urlb.nets import clipped_step, hard_update
-from urlb.world_model import (
+from agents.parts.nets import clipped_step, hard_update
+from agents.parts.world_model import (
     RSSM,
     Actor,
     RewardScale,

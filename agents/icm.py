@@ -2,7 +2,7 @@
 2017), as URLB runs it (Laskin et al. 2021) on the DDPG backbone.
 
 A forward model predicts ``s'`` from ``(s, a)`` and an inverse model predicts ``a`` from
-``(s, s')`` (``urlb.intrinsic.ForwardInverseModel``; on states both act on the raw
+``(s, s')`` (``agents.parts.intrinsic.ForwardInverseModel``; on states both act on the raw
 observation, URLB's setting). The reward is the forward model's error::
 
     r = log(1 + scale * ||f(s, a) - s'||_2),      loss = mean ||f(s,a) - s'|| + mean ||g(s,s') - a||
@@ -25,8 +25,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import RewardModel
-from urlb.intrinsic import ForwardInverseModel
-from urlb.nets import optimise
+from agents.parts.intrinsic import ForwardInverseModel
+from agents.parts.nets import optimise
 
 
 def icm_reward(forward_error: torch.Tensor, scale: float) -> torch.Tensor:

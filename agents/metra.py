@@ -39,10 +39,10 @@ Where implementations differ, this module follows the authors' code
 Finetuning skill rule: the pretrained policy is rolled out once with each candidate skill
 (``skill_selection.candidates`` unit vectors, 48 by default, drawn from the run's seed, or
 every one-hot skill) on the downstream task, and the skill with the highest task return is fixed for
-finetuning (``urlb.skills.select_skill``). Transfer: the actor and critic trunk, as for
+finetuning (``urlb.measure.skills.select_skill``). Transfer: the actor and critic trunk, as for
 every SAC agent, plus ``phi`` (unused while finetuning) and the chosen skill.
 
-Zero-shot goal reaching (``urlb.skills.goal_reaching``): ``z = (phi(g) - phi(s)) /
+Zero-shot goal reaching (``urlb.measure.skills.goal_reaching``): ``z = (phi(g) - phi(s)) /
 ||phi(g) - phi(s)||``, recomputed every step.
 
 Pixels: ``phi`` reads the shared encoder's features, detached (``trains_encoder`` False:
@@ -62,7 +62,7 @@ from torch import nn
 
 from agents.base import SkillModel
 from agents.diayn import random_skills
-from urlb.nets import mlp, optimise, orthogonal_init
+from agents.parts.nets import mlp, optimise, orthogonal_init
 
 
 def metra_reward(

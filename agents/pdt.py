@@ -45,8 +45,8 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from urlb.nets import clipped_step, gaussian_kl, gaussian_log_prob_tanh, gaussian_nll, optimise
-from urlb.transformer import GaussianHead, Lamb, TokenTransformer, causal_mask
+from agents.parts.nets import clipped_step, gaussian_kl, gaussian_log_prob_tanh, gaussian_nll, optimise
+from agents.parts.transformer import GaussianHead, Lamb, TokenTransformer, causal_mask
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the policy's (online-DT's DiagGaussianActor)
 ACTION_LIMIT = 1 - 1e-6  # data actions of +-1 have no atanh: the reference clamps them here
@@ -125,7 +125,7 @@ class FutureEncoder(nn.Module):
 
 # -- the agent ------------------------------------------------------------------------------------
 class PDTAgent(Agent):
-    """PDT on URLB: pretrained offline from a dataset (``urlb.offline``), finetuned online.
+    """PDT on URLB: pretrained offline from a dataset (``urlb.loop.offline``), finetuned online.
 
     Args:
         hidden_dim: token width of both transformers (512).
@@ -143,7 +143,7 @@ class PDTAgent(Agent):
         updates_per_frame: the finetuning update-to-data ratio (300 per 1000-step episode).
     """
 
-    pretrains_offline = True  # urlb.offline: pretrain.py needs dataset=<path>
+    pretrains_offline = True  # urlb.loop.offline: pretrain.py needs dataset=<path>
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ A representation is learned with prototypes (SwAV-style): the online branch maps
 through the predictor (obs -> 128) and a projector (128 -> 512 -> 128) onto the unit
 sphere and scores it against 512 unit-norm prototypes; the target branch (a predictor
 updated by Polyak averaging, tau 0.05) maps ``s'`` onto the sphere and its scores are
-turned into soft cluster assignments by Sinkhorn-Knopp (``urlb.intrinsic.sinkhorn_knopp``).
+turned into soft cluster assignments by Sinkhorn-Knopp (``agents.parts.intrinsic.sinkhorn_knopp``).
 The loss is the cross-entropy between them at temperature 0.1.
 
 The reward is a kNN distance of the next state's embedding ``z = normalize(predictor(s'))``
@@ -33,8 +33,8 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import RewardModel
-from urlb.intrinsic import knn_distances, sinkhorn_knopp
-from urlb.nets import optimise, orthogonal_init, soft_update
+from agents.parts.intrinsic import knn_distances, sinkhorn_knopp
+from agents.parts.nets import optimise, orthogonal_init, soft_update
 
 
 def prototype_loss(

@@ -8,7 +8,7 @@ error, divided by a running standard deviation of that error::
     x = clip((s - mu_s) / sigma_s, -5, 5),   e = mean_j (g(x)_j - f(x)_j)^2,   r = scale * e / sigma_e
 
 Observation statistics ``mu_s, sigma_s`` and the error's ``sigma_e`` are running
-statistics (``urlb.intrinsic.RunningMeanStd``), merged from every update's batch and saved
+statistics (``agents.parts.intrinsic.RunningMeanStd``), merged from every update's batch and saved
 with the model. URLB normalises observations with a BatchNorm layer without affine terms,
 i.e. by the statistics of the current batch; running statistics over all batches seen, as
 in the RND paper, are the same estimate with less noise, and do not make the reward of a
@@ -31,8 +31,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import RewardModel
-from urlb.intrinsic import RunningMeanStd
-from urlb.nets import mlp, optimise, orthogonal_init
+from agents.parts.intrinsic import RunningMeanStd
+from agents.parts.nets import mlp, optimise, orthogonal_init
 
 
 def rnd_reward(error: torch.Tensor, error_var: torch.Tensor, scale: float) -> torch.Tensor:

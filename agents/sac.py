@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from agents.base import Agent
 from agents.ddpg import DoubleQCritic, critic_step, frozen, transfer_actor_critic
-from urlb.nets import gaussian_log_prob_tanh, layer_norm_trunk, mlp, optimise, orthogonal_init
+from agents.parts.nets import gaussian_log_prob_tanh, layer_norm_trunk, mlp, optimise, orthogonal_init
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 

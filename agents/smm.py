@@ -16,7 +16,7 @@ batch's first state ``s``, after this update's step of VAE and discriminator.
 
 Skills: a new random skill at the start of each episode. Finetuning rule: the skill whose
 deterministic rollout of the pretrained policy earns the most task reward, each skill
-tried once (``finetune_candidates`` = all K skills, ``urlb.skills.select_skill``) — the
+tried once (``finetune_candidates`` = all K skills, ``urlb.measure.skills.select_skill``) — the
 rule URLB's SMM describes; its released ``update_meta`` runs that search while
 *pretraining* and draws random skills while finetuning, an inverted condition we do not
 reproduce.
@@ -39,7 +39,7 @@ from torch import nn
 
 from agents.base import SkillModel
 from agents.diayn import random_skills
-from urlb.nets import mlp, optimise, orthogonal_init
+from agents.parts.nets import mlp, optimise, orthogonal_init
 
 
 class SkillVAE(nn.Module):

@@ -53,10 +53,10 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
+from agents.parts.nets import gaussian_kl, gaussian_nll, mlp, optimise, orthogonal_init
 from agents.rnd import RND
 from agents.sac import SACAgent
-from urlb.datasets import DatasetSampler
-from urlb.nets import gaussian_kl, gaussian_nll, mlp, optimise, orthogonal_init
+from urlb.data.datasets import DatasetSampler
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the reference's GaussianModule clip
 SKILL_LIMIT = 1 - 1e-6  # u = tanh(z) is kept off +-1 so that z = atanh(u) stays finite
@@ -154,7 +154,7 @@ class SkillVAE(nn.Module):
 
 # -- the agent ------------------------------------------------------------------------------------
 class SUPEAgent(Agent):
-    """SUPE on URLB: skills pretrained offline from a dataset (``urlb.offline``), a high-level
+    """SUPE on URLB: skills pretrained offline from a dataset (``urlb.loop.offline``), a high-level
     policy finetuned online with the relabelled dataset.
 
     Args:
@@ -177,7 +177,7 @@ class SUPEAgent(Agent):
             the snapshot's unless given.
     """
 
-    pretrains_offline = True  # urlb.offline: pretrain.py needs dataset=<path>
+    pretrains_offline = True  # urlb.loop.offline: pretrain.py needs dataset=<path>
 
     def __init__(
         self,

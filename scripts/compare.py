@@ -2,7 +2,7 @@
 finetune run folders (or a sweep's folder) and report, per agent, IQM, mean, median and
 optimality gap of expert-normalised scores with 95% stratified-bootstrap intervals,
 probability of improvement between agents, performance profiles and per-task mean returns
-(``urlb.report``, ``urlb.metrics``; rliable's conventions, Agarwal et al. 2021).
+(``urlb.report.report``, ``urlb.report.metrics``; rliable's conventions, Agarwal et al. 2021).
 
     python scripts/compare.py runs/sweep/walker --out reports/walker
     python scripts/compare.py runs/sweep/walker --out reports/walker --frames 50000 --published DIAYN APT
@@ -10,7 +10,7 @@ probability of improvement between agents, performance profiles and per-task mea
 
 Writes ``<out>/report.md`` (also printed), ``<out>/aggregates.csv`` and the figures
 ``aggregates.png`` (four panels), ``profiles.png``, ``per_task.png`` and ``improvement.png``.
-``--published`` adds the URLB paper's numbers (``urlb.published``) as reference rows marked
+``--published`` adds the URLB paper's numbers (``urlb.report.published``) as reference rows marked
 published: names (``DIAYN APT``), ``auto`` (those matching a measured agent) or ``all``.
 
 Runs of different protocols (pretrain, snapshot or finetune frames) are refused unless
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from urlb.report import PROTOCOL_FIELDS, ReportError, build_report, markdown, write_csv  # noqa: E402
+from urlb.report.report import PROTOCOL_FIELDS, ReportError, build_report, markdown, write_csv  # noqa: E402
 
 
 def main() -> int:
@@ -69,7 +69,7 @@ def main() -> int:
     text = markdown(report)
     figures = []
     if not args.no_figures:
-        from urlb.plots import write_figures
+        from urlb.report.plots import write_figures
 
         figures = write_figures(report, args.out)
         text += "\n" + "\n".join(f"![{path.stem}]({path.name})" for path in figures) + "\n"

@@ -89,9 +89,9 @@ def throughput(hidden: int, batch: int, frames: int) -> dict:
 
     from agents.ddpg import DDPGAgent
     from envs import make_env
-    from urlb.logging import Logger
-    from urlb.replay import ReplayBuffer
-    from urlb.runner import OnlineRunner, Schedule
+    from urlb.data.replay import ReplayBuffer
+    from urlb.loop.online import OnlineRunner, Schedule
+    from urlb.measure.logging import Logger
 
     torch.set_num_threads(1)
     env = make_env("walker_stand", 1, backend="cpu")

@@ -179,7 +179,7 @@ def main() -> None:
         scratch_return = ddpg.result()
 
     sys.path.insert(0, str(ROOT))
-    from urlb.datasets import DatasetSampler, task_column
+    from urlb.data.datasets import DatasetSampler, task_column
 
     sampler = DatasetSampler.load(dataset)
     column = task_column(sampler.meta, args.task, sampler.fields["task_reward"].shape[1])

@@ -3,7 +3,7 @@
 Pretrains each agent on each domain through the real entry point (``pretrain.py``) with
 the same frames, seeds, preset and backend, then reads the coverage its last pretraining
 evaluation measured (48 deterministic skill rollouts, 1x1 cells of the position plane,
-``urlb.skills``) and prints a table. On quadruped METRA's coverage must exceed DIAYN's, as
+``urlb.measure.skills``) and prints a table. On quadruped METRA's coverage must exceed DIAYN's, as
 the METRA paper reports; the script exits 1 if it does not.
 
 Both agents observe the global pose next to URLB's egocentric observation

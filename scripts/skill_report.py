@@ -29,9 +29,9 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from envs import make_env
-    from urlb.checkpoint import load_snapshot
+    from urlb.data.checkpoint import load_snapshot
     from urlb.experiment import observe_pose
-    from urlb.skills import (
+    from urlb.measure.skills import (
         coverage,
         goal_reaching,
         plot_trajectories,

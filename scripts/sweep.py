@@ -1,5 +1,5 @@
 """Run the URLB protocol for agents x domains x seeds: pretrain each, then finetune every
-snapshot on each of the domain's tasks, through Hydra multirun (``urlb.sweep``).
+snapshot on each of the domain's tasks, through Hydra multirun (``urlb.run.sweep``).
 
     python scripts/sweep.py --agents ddpg diayn --domains walker --seeds 1 2 3 \\
         --preset small --launcher joblib --jobs 2 --out runs/sweep/walker
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from urlb.sweep import LAUNCHERS, SweepError, SweepSpec, run_sweep, summary  # noqa: E402
+from urlb.run.sweep import LAUNCHERS, SweepError, SweepSpec, run_sweep, summary  # noqa: E402
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ from agents.icm import icm_reward
 from agents.proto import ProtoRL, prototype_loss
 from agents.rnd import RND, rnd_reward
 from agents.smm import smm_reward, vae_loss
-from urlb.replay import ReplayBuffer
+from urlb.data.replay import ReplayBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
@@ -30,7 +30,7 @@ OBS, ACT = 24, 6
 
 
 def build(agent: str, **overrides):
-    from urlb.resolvers import register_resolvers
+    from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
     extra = [f"agent.reward_model.{k}={v}" for k, v in overrides.items()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from urlb.checkpoint import (
+from urlb.data.checkpoint import (
     SnapshotError,
     SnapshotNotFoundError,
     checkpoint_path,

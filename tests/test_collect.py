@@ -1,4 +1,4 @@
-"""Collecting reward-free datasets (urlb/collect.py, collect.py): what a dataset holds, where
+"""Collecting reward-free datasets (urlb/run/collect.py, collect.py): what a dataset holds, where
 its episodes end, that its physics states put a world back where the data says, seeding,
 the pretrained-policy path, and one-line input errors."""
 
@@ -16,10 +16,10 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from envs import make_env
-from urlb.checkpoint import save_snapshot
-from urlb.collect import RandomPolicy, collect_dataset, collect_from_config
-from urlb.datasets import episode_boundaries, read_dataset
+from urlb.data.checkpoint import save_snapshot
+from urlb.data.datasets import episode_boundaries, read_dataset
 from urlb.experiment import build_agent
+from urlb.run.collect import RandomPolicy, collect_dataset, collect_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")

@@ -1,4 +1,4 @@
-"""Episode boundaries and the dataset sampler (urlb/datasets.py) on a hand-made dataset whose
+"""Episode boundaries and the dataset sampler (urlb/data/datasets.py) on a hand-made dataset whose
 episodes are known: windows never cross an episode end, every valid window can be drawn,
 draws follow the generator, relabelling picks the named task's column."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from urlb.datasets import DatasetError, DatasetSampler, episode_boundaries, write_dataset
+from urlb.data.datasets import DatasetError, DatasetSampler, episode_boundaries, write_dataset
 
 # Two worlds, world-major. World 0: rows 0-4 truncated at 4, rows 5-11 cut by the world change.
 # World 1: rows 12-14 terminated at 14, rows 15-19 cut by the end of the data.

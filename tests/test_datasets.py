@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from envs import make_env
-from urlb.datasets import (
+from urlb.data.datasets import (
     DatasetError,
     _manifest_checksum,
     _sha256,
@@ -19,7 +19,7 @@ from urlb.datasets import (
     read_dataset,
     write_dataset,
 )
-from urlb.replay import ReplayBuffer
+from urlb.data.replay import ReplayBuffer
 
 META = {"domain": "walker", "agent": "random", "frames": 60, "seed": 0}
 

@@ -1,4 +1,4 @@
-"""The shared pieces of the intrinsic rewards (urlb/intrinsic.py), against values worked
+"""The shared pieces of the intrinsic rewards (agents/parts/intrinsic.py), against values worked
 out by hand."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from urlb.intrinsic import (
+from agents.parts.intrinsic import (
     EnsembleMLP,
     ForwardInverseModel,
     ParticleEntropy,

@@ -14,7 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from urlb.logging import Logger, format_duration, git_revision, write_run_info
+from urlb.measure.logging import Logger, format_duration, git_revision, write_run_info
 
 
 class FakeClock:

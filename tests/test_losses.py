@@ -9,8 +9,8 @@ import torch
 
 from agents.base import RewardModel
 from agents.ddpg import critic_loss, td_target
+from agents.parts.nets import TruncatedNormal, gaussian_log_prob_tanh, soft_update
 from agents.sac import SACAgent, random_heads, soft_td_target, temperature_loss
-from urlb.nets import TruncatedNormal, gaussian_log_prob_tanh, soft_update
 
 
 def test_td_target_takes_the_smaller_head():

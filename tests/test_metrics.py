@@ -1,4 +1,4 @@
-"""urlb.metrics: aggregates against values worked out by hand, and everything against the
+"""urlb.report.metrics: aggregates against values worked out by hand, and everything against the
 rliable package (Agarwal et al. 2021) on fixed score matrices."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from urlb import metrics
+from urlb.report import metrics
 
 # 4 runs x 3 tasks. Pooled and sorted: 0 .1 .2 .3 | .4 .5 .6 .7 .8 .9 | 1.1 1.5 ... with 12 scores,
 # IQM drops floor(12/4) = 3 at each end: mean(.3 .4 .5 .6 .7 .8) = 0.55.

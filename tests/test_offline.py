@@ -1,4 +1,4 @@
-"""The offline pretraining loop (urlb/offline.py) with small parts: its schedule in updates,
+"""The offline pretraining loop (urlb/loop/offline.py) with small parts: its schedule in updates,
 zero-shot records, snapshots, exact resume from a checkpoint; and the one-line errors of
 ``pretrain`` for datasets that do not fit the agent or the domain."""
 
@@ -14,11 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 
 from agents.pdt import PDTAgent
 from envs import make_env
-from urlb.checkpoint import checkpoint_path, load_snapshot
-from urlb.collect import RandomPolicy, collect_dataset
-from urlb.datasets import DatasetSampler
-from urlb.logging import Logger
-from urlb.offline import OfflineRunner, OfflineSchedule, check_dataset, is_dataset_agent
+from urlb.data.checkpoint import checkpoint_path, load_snapshot
+from urlb.data.datasets import DatasetSampler
+from urlb.loop.offline import OfflineRunner, OfflineSchedule, check_dataset, is_dataset_agent
+from urlb.measure.logging import Logger
+from urlb.run.collect import RandomPolicy, collect_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_dim=16, batch_size=8, context_length=3, eval_context_length=2, z_dim=3, num_layers=1)
@@ -100,7 +100,7 @@ def test_dataset_checks(sampler):
 
 def test_pretrain_refuses_a_dataset_agent_without_dataset_and_an_online_agent_with_one():
     from urlb.experiment import pretrain
-    from urlb.resolvers import register_resolvers
+    from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):

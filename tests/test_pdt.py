@@ -11,6 +11,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from agents.parts.nets import gaussian_kl, gaussian_nll
+from agents.parts.transformer import causal_mask
 from agents.pdt import (
     PDTAgent,
     horizon_return,
@@ -18,8 +20,6 @@ from agents.pdt import (
     select_by_return,
     temperature_loss,
 )
-from urlb.nets import gaussian_kl, gaussian_nll
-from urlb.transformer import causal_mask
 
 OBS, ACT, K = 5, 2, 4
 TINY = dict(hidden_dim=16, batch_size=6, context_length=K, eval_context_length=3, z_dim=3, num_layers=2)

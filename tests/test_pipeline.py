@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from urlb.checkpoint import checkpoint_path, load_snapshot
+from urlb.data.checkpoint import checkpoint_path, load_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
@@ -165,7 +165,7 @@ def test_metra_pretrain_measures_skills_and_finetune_fixes_the_best_skill(tmp_pa
 
 
 def test_pretraining_replay_is_written_as_a_dataset(tmp_path):
-    from urlb.datasets import read_dataset
+    from urlb.data.datasets import read_dataset
 
     run_dir = tmp_path / "pre"
     entry(
@@ -252,7 +252,7 @@ def test_every_agent_config_is_listed_here():
 )
 @pytest.mark.parametrize("preset", ["urlb", "small", "debug"])
 def test_every_config_composes_and_instantiates(agent, env, preset):
-    from urlb.resolvers import register_resolvers
+    from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
     dims = {"walker": (24, 6), "quadruped": (78, 12), "jaco": (55, 9)}[env]
@@ -289,7 +289,7 @@ def random_jaco_dataset(tmp_path_factory) -> Path:
     """500 transitions of uniform random actions in 2 jaco worlds (two 250-step episodes each),
     shared by the offline agents' tests (they only read it)."""
     from envs import make_env
-    from urlb.collect import RandomPolicy, collect_dataset
+    from urlb.run.collect import RandomPolicy, collect_dataset
 
     env = make_env("jaco", 2, backend="cpu", device="cpu", seed=0)
     policy = RandomPolicy(env.action_dim, torch.Generator().manual_seed(0))
@@ -496,7 +496,7 @@ def test_pixel_agents_pretrain_then_finetune(tmp_path):
     assert (tmp_path / "pre" / "metra" / "skills" / "coverage.jsonl").exists()
     # A pixel snapshot finetuned on states is refused by name.
     from urlb.experiment import load_pretrained
-    from urlb.resolvers import register_resolvers
+    from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
     path = snapshots / "ddpg" / "jaco_pixels" / "seed_1" / "snapshot_600.pt"

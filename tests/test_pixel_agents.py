@@ -19,8 +19,8 @@ from agents.ddpg import DDPGAgent
 from agents.diayn import DIAYN
 from agents.icm import ICM
 from agents.metra import METRA
+from agents.parts.encoders import PixelEncoder, RandomShift, make_encoder
 from agents.sac import SACAgent
-from urlb.encoders import PixelEncoder, RandomShift, make_encoder
 
 FRAMES = (9, 20, 20)  # 3 stacked RGB frames, small: the encoder's output is 32 * 3 * 3
 ACT = 3

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from envs import make_env
-from urlb.replay import ReplayBuffer
+from urlb.data.replay import ReplayBuffer
 
 
 def add_step(buffer: ReplayBuffer, step: int, ended: dict[int, str] | None = None, extras=None) -> None:
@@ -274,7 +274,7 @@ def test_real_rollout():
 
 
 def test_a_ring_that_does_not_fit_is_refused_before_allocation(monkeypatch):
-    import urlb.replay as replay_module
+    import urlb.data.replay as replay_module
 
     replay = ReplayBuffer(capacity=1000, num_envs=2, device="cpu", nstep=1)
     # 500 steps x 2 worlds x (3 + 1 + 3 + 2 floats + 2 bools) = 1000 x 38 bytes

@@ -9,7 +9,7 @@ import io
 import pytest
 import torch
 
-from urlb.replay import ReplayBuffer
+from urlb.data.replay import ReplayBuffer
 
 NUM_ENVS = 3
 FRAME_STACK = 3

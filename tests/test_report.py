@@ -1,4 +1,4 @@
-"""urlb.report and scripts/compare.py on hand-made evaluation records: which runs count, the
+"""urlb.report.report and scripts/compare.py on hand-made evaluation records: which runs count, the
 refusals (mixed protocols, corrupt lines, a run passed twice), what is reported rather than
 dropped (missing tasks, incomplete runs), published reference rows, and the outputs."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from urlb.evaluate import EXPERT_SCORES
-from urlb.metrics import iqm
-from urlb.report import ReportError, build_report, markdown
+from urlb.measure.evaluate import EXPERT_SCORES
+from urlb.report.metrics import iqm
+from urlb.report.report import ReportError, build_report, markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 WALKER = ["walker_stand", "walker_walk", "walker_run", "walker_flip"]

@@ -10,9 +10,9 @@ import torch
 
 from agents.ddpg import DDPGAgent
 from envs import make_env
-from urlb.logging import Logger
-from urlb.replay import ReplayBuffer
-from urlb.runner import NonFiniteLossError, OnlineRunner, Schedule, crossed
+from urlb.data.replay import ReplayBuffer
+from urlb.loop.online import NonFiniteLossError, OnlineRunner, Schedule, crossed
+from urlb.measure.logging import Logger
 
 
 def make_runner(tmp_path, total=600, updates_per_frame=0.5, snapshots=(), write_snapshot=None, num_envs=2):
@@ -89,7 +89,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_snapshot(tmp_path):
 
 
 def test_replay_with_physics_states_round_trips_as_a_dataset(tmp_path):
-    from urlb.datasets import read_dataset
+    from urlb.data.datasets import read_dataset
 
     runner = make_runner(tmp_path, total=200)
     runner.store_physics = True

@@ -1,4 +1,4 @@
-"""Skill measurements (urlb/skills.py) on real environments, and the position plumbing
+"""Skill measurements (urlb/measure/skills.py) on real environments, and the position plumbing
 they read: the env's ``position``, replay's ``next_*`` extras."""
 
 from __future__ import annotations
@@ -13,8 +13,15 @@ from agents.diayn import DIAYN
 from agents.metra import METRA
 from agents.sac import SACAgent
 from envs import make_env
-from urlb.replay import ReplayBuffer
-from urlb.skills import coverage, goal_reaching, plot_trajectories, sample_goals, select_skill, skill_rollouts
+from urlb.data.replay import ReplayBuffer
+from urlb.measure.skills import (
+    coverage,
+    goal_reaching,
+    plot_trajectories,
+    sample_goals,
+    select_skill,
+    skill_rollouts,
+)
 
 
 def test_coverage_counts_distinct_cells():
@@ -148,7 +155,7 @@ def test_trajectory_picture_is_written_and_returned(tmp_path):
 def test_logger_writes_the_picture_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from urlb.logging import Logger
+    from urlb.measure.logging import Logger
 
     logger = Logger(tmp_path, 10, console=False)
     logger.image("skills/trajectories", np.zeros((8, 6, 3), dtype=np.uint8), 5)
@@ -162,7 +169,7 @@ def test_logger_writes_the_picture_to_tensorboard(tmp_path):
 def test_skill_video_tiles_the_skills_side_by_side(tmp_path):
     import imageio.v2 as imageio
 
-    from urlb.skills import skill_video
+    from urlb.measure.skills import skill_video
 
     env = make_env("walker", 2, backend="cpu", seed=0)
     agent = SACAgent(24, 6, hidden_dim=8, reward_model=partial(METRA, skill_dim=2, hidden_dim=8))

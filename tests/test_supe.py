@@ -21,8 +21,8 @@ from agents.supe import (
     vae_loss,
 )
 from envs import make_env
-from urlb.collect import RandomPolicy, collect_dataset
-from urlb.datasets import DatasetSampler
+from urlb.data.datasets import DatasetSampler
+from urlb.run.collect import RandomPolicy, collect_dataset
 
 OBS, ACT, H, Z = 24, 6, 3, 2  # walker's sizes, 3-step skills
 TINY = dict(hidden_dim=16, batch_size=8, horizon=H, skill_dim=Z, utd_ratio=2)

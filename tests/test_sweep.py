@@ -1,4 +1,4 @@
-"""urlb.sweep and scripts/sweep.py: completion from disk, cartesian blocks, and small real
+"""urlb.run.sweep and scripts/sweep.py: completion from disk, cartesian blocks, and small real
 sweeps through Hydra's joblib and submitit-local launchers (debug preset, tiny budgets) that
 end in a real report; a rerun launches nothing that is complete, and cut-off runs are resumed
 or redone without duplicating their records."""
@@ -19,9 +19,9 @@ from unittest import mock
 
 import pytest
 
-from urlb import sweep
-from urlb.report import build_report, markdown
-from urlb.sweep import Job, Protocol, SweepError, SweepSpec, cartesian_blocks, job_state, mark_complete
+from urlb.report.report import build_report, markdown
+from urlb.run import sweep
+from urlb.run.sweep import Job, Protocol, SweepError, SweepSpec, cartesian_blocks, job_state, mark_complete
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = Protocol(pretrain_frames=1000, snapshot_frames=(1000,), finetune_frames=500)

@@ -1,4 +1,4 @@
-"""The Dreamer family (agents/dreamer.py, agents/plan2explore.py, urlb/world_model.py): the
+"""The Dreamer family (agents/dreamer.py, agents/plan2explore.py, agents/parts/world_model.py): the
 lambda-return, KL balancing and free nats, reward scaling and the behaviour losses against
 hand-worked values; imagination shapes and which parameters each loss trains; sequence
 replay; acting with carried latents; transfer; a checkpoint round trip of a run with its
@@ -17,12 +17,8 @@ from hydra.utils import instantiate
 from tensordict import TensorDict
 
 from agents.dreamer import DreamerAgent, actor_loss, critic_loss
-from envs import make_env
-from urlb.logging import Logger
-from urlb.nets import clipped_step
-from urlb.replay import ReplayBuffer
-from urlb.runner import OnlineRunner, Schedule
-from urlb.world_model import (
+from agents.parts.nets import clipped_step
+from agents.parts.world_model import (
     RSSM,
     RewardScale,
     kl_balance_loss,
@@ -31,6 +27,10 @@ from urlb.world_model import (
     observation_decoder,
     observation_encoder,
 )
+from envs import make_env
+from urlb.data.replay import ReplayBuffer
+from urlb.loop.online import OnlineRunner, Schedule
+from urlb.measure.logging import Logger
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS, ACT = 5, 2
@@ -260,7 +260,7 @@ def test_encoder_follows_the_observation_spec():
 
 @pytest.mark.parametrize("name", ["plan2explore", "dreamer_rnd", "dreamer_apt"])
 def test_latent_reward_models_train_and_reward_imagined_transitions(name):
-    from urlb.resolvers import register_resolvers
+    from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):

@@ -13,14 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs import make_env
 from envs.registry import parse_task
-from urlb.checkpoint import find_snapshot, load_snapshot, save_snapshot, snapshot_path
-from urlb.datasets import DatasetSampler
-from urlb.logging import Logger, write_run_info
-from urlb.offline import OfflineRunner, OfflineSchedule, check_dataset, is_dataset_agent
-from urlb.replay import ReplayBuffer
-from urlb.runner import OnlineRunner, Schedule
-from urlb.skills import SkillEvaluator, select_skill
-from urlb.sweep import clear_complete, mark_complete
+from urlb.data.checkpoint import find_snapshot, load_snapshot, save_snapshot, snapshot_path
+from urlb.data.datasets import DatasetSampler
+from urlb.data.replay import ReplayBuffer
+from urlb.loop.offline import OfflineRunner, OfflineSchedule, check_dataset, is_dataset_agent
+from urlb.loop.online import OnlineRunner, Schedule
+from urlb.measure.logging import Logger, write_run_info
+from urlb.measure.skills import SkillEvaluator, select_skill
+from urlb.run.sweep import clear_complete, mark_complete
 
 
 def resolve_device(name: str) -> torch.device:
@@ -278,7 +278,7 @@ def pretrain(cfg: DictConfig) -> dict:
 
 
 def pretrain_offline(cfg: DictConfig, name: str) -> dict:
-    """Pretrain a dataset agent from ``cfg.dataset`` (``urlb.offline``): ``offline.updates``
+    """Pretrain a dataset agent from ``cfg.dataset`` (``urlb.loop.offline``): ``offline.updates``
     gradient updates, snapshots ``snapshot_<updates>.pt`` at ``offline.snapshot_updates`` in the
     online runs' place and format, zero-shot evaluations of every task of the domain."""
     domain, offline = cfg.env.domain, cfg.offline
@@ -350,7 +350,7 @@ def load_pretrained(cfg: DictConfig, name: str, domain: str, env):
 def choose_skill(cfg: DictConfig, agent, task: str, run_dir: Path) -> None:
     """Fix the finetuning skill of a skill model that picks one (``SkillModel.
     finetune_candidates``): the candidate whose deterministic rollout of the pretrained
-    policy scores best on ``task`` (``urlb.skills.select_skill``). The choice and every
+    policy scores best on ``task`` (``urlb.measure.skills.select_skill``). The choice and every
     candidate's return go to ``run_dir/skill_selection.json``. Models that keep drawing
     skills while finetuning (URLB's DIAYN) are left alone."""
     model = agent.reward_model

@@ -12,9 +12,9 @@ updates::
                    extras=physics state of s (qpos, qvel, act), position, the policy's extras)
         state = policy.observe(state, out)
 
-and the replay is written as a dataset (:meth:`urlb.replay.ReplayBuffer.save_dataset`), so a
+and the replay is written as a dataset (:meth:`urlb.data.replay.ReplayBuffer.save_dataset`), so a
 collected dataset has exactly the layout of a pretraining run's ``save_dataset=true``: world
-major, episodes delimited as :func:`urlb.datasets.episode_boundaries` says. Every task's reward
+major, episodes delimited as :func:`urlb.data.datasets.episode_boundaries` says. Every task's reward
 is kept (relabelling, as ExORL, Yarats et al. 2022, does with its exploration datasets) and the
 meta names the tasks (``task_names``) so a sampler can pick a column by name.
 """
@@ -28,10 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict
 
 from envs import make_env
-from urlb.checkpoint import load_snapshot, parse_frames
+from urlb.data.checkpoint import load_snapshot, parse_frames
+from urlb.data.replay import ReplayBuffer
 from urlb.experiment import build_agent, observe_pose, resolve_device
-from urlb.logging import git_revision
-from urlb.replay import ReplayBuffer
+from urlb.measure.logging import git_revision
 
 POLICIES = ("random", "snapshot")
 # The physics state each transition's observation was made in: enough to put a world back

@@ -13,7 +13,7 @@ sha256, shape, dtype) and the manifest against its own checksum, and raises
 :class:`DatasetError` naming the file at fault.
 
 Rows are transitions, world by world and chronological within a world (the layout of
-:meth:`urlb.replay.ReplayBuffer.to_dataset`, which ``collect.py`` and ``pretrain.py
+:meth:`urlb.data.replay.ReplayBuffer.to_dataset`, which ``collect.py`` and ``pretrain.py
 save_dataset=true`` write). :func:`episode_boundaries` cuts them into episodes;
 :class:`DatasetSampler` draws single transitions or contiguous in-episode windows from them
 (decision transformers' context windows, Chen et al. 2021, and PDT's, Xie et al. 2023; SUPE's

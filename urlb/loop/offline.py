@@ -13,7 +13,7 @@ small ones. The loop::
         snapshot at snapshot_updates; checkpoint every checkpoint_every_updates
 
 The contract with dataset agents (``agents/base.py``): the class sets ``pretrains_offline = True``, defines
-``prepare_offline(sampler)``; ``update`` receives a :class:`urlb.datasets.DatasetSampler` and
+``prepare_offline(sampler)``; ``update`` receives a :class:`urlb.data.datasets.DatasetSampler` and
 draws its own batches with torch's default generator, which checkpoints save (PDT:
 ``sampler.sample_windows(batch_size, 2K)``, windows inside one episode); ``act`` is the same
 online interface finetuning uses.
@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 from hydra.utils import get_class
 
-from urlb.checkpoint import checkpoint_path, load_snapshot, save_snapshot
-from urlb.evaluate import EXPERT_SCORES, append_record, evaluate, normalised_score
-from urlb.runner import check_finite
+from urlb.data.checkpoint import checkpoint_path, load_snapshot, save_snapshot
+from urlb.loop.online import check_finite
+from urlb.measure.evaluate import EXPERT_SCORES, append_record, evaluate, normalised_score
 
 
 def is_dataset_agent(agent_cfg) -> bool:
@@ -90,7 +90,7 @@ class OfflineRunner:
 
     Args:
         eval_env: one deterministic episode per world at each evaluation.
-        agent, sampler: the dataset agent and its :class:`urlb.datasets.DatasetSampler`.
+        agent, sampler: the dataset agent and its :class:`urlb.data.datasets.DatasetSampler`.
         schedule: an :class:`OfflineSchedule`.
         run_dir: where ``eval.jsonl``, the logs and ``checkpoint.pt`` go.
         seed: seeds the evaluations (with the update count).

@@ -1,8 +1,8 @@
 """Benchmark reports from evaluation records: which runs count, their score matrices, and the
-aggregates of :mod:`urlb.metrics` with their intervals, as markdown and CSV.
+aggregates of :mod:`urlb.report.metrics` with their intervals, as markdown and CSV.
 
 Input is any set of finetune run folders (or folders above them, e.g. a sweep's ``out``): each
-run's ``eval.jsonl`` holds one record per evaluation (``urlb.runner``)::
+run's ``eval.jsonl`` holds one record per evaluation (``urlb.loop.online``)::
 
     {"agent", "domain", "task", "seed", "phase", "frames", "return", "normalised_score",
      "snapshot_frames", "pretrain_frames", "finetune_frames"}
@@ -27,7 +27,7 @@ The rules, in the order they apply:
    reported, and the aggregates of every method use the common tasks. Within a method, the
    seeds that have every common task form the ``runs x tasks`` matrix; the others are reported.
 
-Published URLB numbers (:mod:`urlb.published`) join as reference rows: aggregates of per-task
+Published URLB numbers (:mod:`urlb.report.published`) join as reference rows: aggregates of per-task
 means on the same tasks, marked ``published``, without intervals (only means were published).
 """
 
@@ -44,9 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
-from urlb import metrics
-from urlb.metrics import AGGREGATES, Interval
-from urlb.published import FINETUNE_FRAMES, PRETRAIN_FRAMES, PUBLISHED_RETURNS, SOURCE, published_method
+from urlb.report import metrics
+from urlb.report.metrics import AGGREGATES, Interval
+from urlb.report.published import (
+    FINETUNE_FRAMES,
+    PRETRAIN_FRAMES,
+    PUBLISHED_RETURNS,
+    SOURCE,
+    published_method,
+)
 
 FIELDS = (
     "agent",
@@ -320,7 +326,7 @@ def score_matrices(
 
 
 def _task_order(task: str) -> tuple[int, str]:
-    from urlb.evaluate import EXPERT_SCORES
+    from urlb.measure.evaluate import EXPERT_SCORES
 
     order = list(EXPERT_SCORES)
     return (order.index(task), task) if task in order else (len(order), task)
@@ -339,7 +345,7 @@ class PublishedRow:
     @property
     def scores(self) -> np.ndarray:
         """Expert-normalised task means ``(tasks,)``, in ``tasks`` order."""
-        from urlb.evaluate import EXPERT_SCORES
+        from urlb.measure.evaluate import EXPERT_SCORES
 
         return np.array([self.returns[task] / EXPERT_SCORES[task] for task in self.tasks])
 

@@ -18,7 +18,7 @@ import numbers
 import torch
 from torch import nn
 
-from urlb.nets import orthogonal_init
+from agents.parts.nets import orthogonal_init
 
 # DrQ-v2's encoder: channels of every convolution and the number of stride-1 ones after the
 # stride-2 one.

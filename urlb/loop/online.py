@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from urlb.checkpoint import checkpoint_path, load_snapshot, save_snapshot
-from urlb.evaluate import EXPERT_SCORES, append_record, evaluate, normalised_score
+from urlb.data.checkpoint import checkpoint_path, load_snapshot, save_snapshot
+from urlb.measure.evaluate import EXPERT_SCORES, append_record, evaluate, normalised_score
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,7 +89,7 @@ class OnlineRunner:
         self.write_snapshot = write_snapshot
         # Physics states ride along in replay (for datasets: ExORL-style relabelling, goals).
         self.store_physics = store_physics
-        # Extra measurements at each evaluation, e.g. urlb.skills.SkillEvaluator: called as
+        # Extra measurements at each evaluation, e.g. urlb.measure.skills.SkillEvaluator: called as
         # evaluator(agent, frame, logger) -> metrics; each keeps a JSON-lines file ``records``.
         self.evaluators = tuple(evaluators)
         self.frame = 0

@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
-from urlb.datasets import write_dataset
+from urlb.data.datasets import write_dataset
 
 # Fields every step carries; anything else arrives through ``extras``.
 STEP_FIELDS = ("observation", "action", "next_observation", "task_reward", "terminated", "truncated")
@@ -552,6 +552,6 @@ class ReplayBuffer:
         return arrays
 
     def save_dataset(self, path: str | Path, meta: dict) -> Path:
-        """Write :meth:`to_dataset` as a dataset directory (see :func:`urlb.datasets.write_dataset`)."""
+        """Write :meth:`to_dataset` as a dataset directory (see :func:`urlb.data.datasets.write_dataset`)."""
         meta = {"num_envs": self.num_envs, "transitions": len(self), **meta}
         return write_dataset(path, self.to_dataset(), meta)

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from urlb.nets import layer_norm_trunk, orthogonal_init
+from agents.parts.nets import layer_norm_trunk, orthogonal_init
 
 
 class RunningMeanStd(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from urlb.nets import orthogonal_init
+from agents.parts.nets import orthogonal_init
 
 GAUSSIAN_LOG_STD = (-10.0, 2.0)  # the clamp of a Gaussian head's log sigma (online-DT, PDT)
 

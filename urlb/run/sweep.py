@@ -175,7 +175,7 @@ def compose_protocol(spec: SweepSpec) -> Protocol:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from urlb.resolvers import register_resolvers
+    from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
     found: dict[Protocol, str] = {}

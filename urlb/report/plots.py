@@ -1,4 +1,4 @@
-"""Figures of a :class:`urlb.report.Report` in the style of rliable's (Agarwal et al., 2021):
+"""Figures of a :class:`urlb.report.report.Report` in the style of rliable's (Agarwal et al., 2021):
 four-panel aggregate intervals, performance profiles, probability of improvement, and
 per-task mean returns. Measured methods get colours; published reference rows are grey,
 hatched and labelled ``(published)``, without intervals.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from urlb.metrics import AGGREGATES
-from urlb.report import Report
+from urlb.report.metrics import AGGREGATES
+from urlb.report.report import Report
 
 
 def _pyplot():
@@ -143,7 +143,7 @@ def improvement_figure(report: Report, path: Path) -> Path:
 def per_task_figure(report: Report, path: Path) -> Path:
     """Mean return per task (error bars: standard error over runs), grouped by task; published
     means as hollow hatched bars; a black line marks the expert return used to normalise."""
-    from urlb.evaluate import EXPERT_SCORES
+    from urlb.measure.evaluate import EXPERT_SCORES
 
     plt = _pyplot()
     measured = report.order()

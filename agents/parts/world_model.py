@@ -272,7 +272,7 @@ class Actor(nn.Module):
         self.min_std = min_std
 
     def forward(self, feature: torch.Tensor):
-        from urlb.nets import TruncatedNormal
+        from agents.parts.nets import TruncatedNormal
 
         mean, std = self.net(feature).chunk(2, -1)
         return TruncatedNormal(torch.tanh(mean), 2 * torch.sigmoid(std / 2) + self.min_std)
