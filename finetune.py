@@ -9,7 +9,7 @@ from urlb.run.resolvers import register_resolvers
 
 @hydra.main(config_path="configs", config_name="finetune", version_base=None)
 def main(cfg):
-    from urlb.experiment import finetune  # heavy imports after the config is known to be valid
+    from urlb.run.finetune import main as finetune  # heavy imports after the config is known to be valid
 
     finetune(cfg)
 

@@ -9,7 +9,7 @@ from urlb.run.resolvers import register_resolvers
 
 @hydra.main(config_path="configs", config_name="pretrain", version_base=None)
 def main(cfg):
-    from urlb.experiment import pretrain  # heavy imports after the config is known to be valid
+    from urlb.run.pretrain import main as pretrain  # heavy imports after the config is known to be valid
 
     pretrain(cfg)
 

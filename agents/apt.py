@@ -6,8 +6,9 @@ learned representation ``h``::
 
     r = log(1 + mean_{j <= k} max(||h - h_j|| / c - clip, 0))
 
-over the other samples of the batch (``agents.parts.intrinsic.ParticleEntropy``). Two
-representations, chosen by ``representation``:
+over the other samples of the batch (``agents.parts.intrinsic.ParticleEntropy``; distances
+``knn_distance``: ``exact``, URLB's norms of differences, or ``cdist``, ``torch.cdist``'s
+faster matrix-product form). Three representations, chosen by ``representation``:
 
 * ``icm`` (config ``icm_apt``, the APT of URLB's tables): ``h`` is the trunk
   Linear -> LayerNorm -> Tanh (512) of forward and inverse dynamics models trained with
@@ -57,7 +58,11 @@ class APT(RewardModel):
         knn_normaliser: str | None = None,
         knn_clip: float = 0.0,
         temperature: float = 0.5,
+        knn_distance: str = "exact",
+        embed_dim: int | None = None,
     ):
+        # embed_dim: the world model's embedding size, which Dreamer passes to every latent
+        # reward model (Plan2Explore predicts the embedding); APT does not use it.
         super().__init__()
         if representation not in ("icm", "contrastive", "identity"):
             raise ValueError(
@@ -81,7 +86,7 @@ class APT(RewardModel):
             parameters = [*self.encoder.parameters(), *self.projector.parameters()]
         else:
             parameters = []
-        self.entropy = ParticleEntropy(knn_k, knn_average, knn_normaliser, knn_clip)
+        self.entropy = ParticleEntropy(knn_k, knn_average, knn_normaliser, knn_clip, knn_distance)
         self.optimiser = torch.optim.Adam(parameters, lr=lr) if parameters else None
 
     def optimisers(self):

@@ -1,6 +1,11 @@
 """The interface every urlb agent implements, and the loop that drives it.
 
-One online run (``urlb.loop.online.OnlineRunner``) calls an agent like this::
+Only the interface lives here: :class:`Agent`, :class:`RewardModel` and :class:`SkillModel`.
+The actor-critic machinery that DDPG and SAC share is in ``agents/actor_critic.py``; building
+blocks (networks, encoders, intrinsic-reward cores, skill priors) are in ``agents/parts/``.
+Agents import nothing from ``envs``, ``urlb.run`` or ``urlb.loop`` (import-linter checks it).
+
+One online run (``urlb.loop.online.OnlineLoop``) calls an agent like this::
 
     state = agent.init_state(num_envs)            # carried per-world state (skill, RNN), a TensorDict
     td = env.reset()
@@ -21,30 +26,28 @@ One online run (``urlb.loop.online.OnlineRunner``) calls an agent like this::
 
 Families fit it as follows:
 
-* online actor-critic agents are a backbone (``agents/ddpg.py``, ``agents/sac.py``: the
-  only full actor-critic updates) that *has* an optional :class:`RewardModel`: exploration
-  and skill-discovery agents are reward models (their intrinsic reward, its update and
-  their skill hooks), so one reward model runs on either backbone, chosen by config;
+* online actor-critic agents are a backbone (``agents/ddpg.py``, ``agents/sac.py`` on
+  ``agents/actor_critic.py``) that *has* an optional :class:`RewardModel`: exploration and
+  skill-discovery agents are reward models (their intrinsic reward, its update and their
+  skill hooks), so one reward model runs on either backbone, chosen by config;
 * skill agents keep a skill per world in ``state["skill"]``, resample it in ``observe``,
   store it through ``replay_extras`` and pick one at finetune time in ``init_from``;
 * recurrent agents (world models, decision transformers) keep their carried latent in
   ``state``, advance it in ``act`` (in place: ``act`` sees each observation once) and reset
-  it in ``observe`` where ``out["done"]``; sequence learners size the replay's windows
-  (``replay_nstep``) and sample them with ``replay.sample_sequences``;
-* dataset agents are pretrained by ``urlb.loop.offline`` calling ``update`` with a dataset
-  sampler in place of ``replay``; they act online through the same ``act``.
+  it in ``observe`` where ``out["done"]``; sequence learners say how long their replay
+  windows are (:meth:`Agent.sequence_window`) and sample them with ``replay.sample_sequences``;
+* dataset agents (``pretrains_offline``) are pretrained by ``urlb.loop.offline`` calling
+  ``update`` with a dataset sampler in place of ``replay``; they act online through the
+  same ``act``.
 
-Rewards: during reward-free pretraining the runner calls ``agent.set_task(None)`` and
-updates train on ``intrinsic_reward(batch)``; at finetune time ``set_task(index)`` makes
-them train on that column of ``batch["task_reward"]`` alone (URLB: extrinsic reward only).
+Rewards: during reward-free pretraining the loop calls ``agent.set_task(None)`` and updates
+train on ``intrinsic_reward(batch)``; at finetune time ``set_task(index)`` makes them train
+on that column of ``batch["task_reward"]`` alone (URLB: extrinsic reward only).
 
-Pixels: the backbones read frames ``(C, H, W)`` through one shared encoder
-(``agents.parts.encoders``, DrQ-v2's, as URLB does). ``update`` then shifts both frame stacks at
-random and encodes them (:meth:`Agent.encode_batch`); the reward model and the critic see
-the encoder's features where states would be, skills appended after them. One loss trains
-the encoder per update (:meth:`Agent.encoder_learner`): a reward model's own while
-pretraining when it ``trains_encoder`` (URLB's ICM, Disagreement, ProtoRL, APT), else the
-critic's; ``update_encoder=False`` freezes it. ``act`` encodes without augmentation.
+Facts the run builder needs before it builds anything (``urlb.run.spec.AgentSpec``) are class
+attributes and class methods read from the class and its config: ``pretrains_offline``,
+``pixel_format``, :meth:`Agent.sequence_window`, the ``updates_per_frame`` constructor
+argument of agents that have their own ratio, and a reward model's ``nstep``.
 
 ``init_from(pretrained)`` copies what transfers from a pretrained agent of the same class
 and says so in its docstring; state_dict round trips restore everything an update reads
@@ -54,13 +57,15 @@ and says so in its docstring; state_dict round trips restore everything an updat
 from __future__ import annotations
 
 import abc
-import contextlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from tensordict import TensorDict
 from torch import nn
 
-from agents.parts.encoders import RandomShift, make_encoder
+from agents.parts.skills import ONE_HOT, SkillPrior
 
 
 class RewardModel(nn.Module):
@@ -124,13 +129,13 @@ class RewardModel(nn.Module):
 
 class SkillModel(RewardModel):
     """A reward model whose worlds each pursue a skill: the shared skill bookkeeping of
-    the skill-discovery agents (DIAYN, METRA, ...), which override :meth:`sample_skills`
-    and their reward and update.
+    the skill-discovery agents (DIAYN, METRA, SMM, APS, CIC), which set their skill
+    ``prior`` (``agents.parts.skills``) and override their reward and update.
 
     Skills are drawn per world at the start, then again where an episode ended and,
     when ``update_skill_every_step > 0``, every that many env steps of the episode.
     At finetune time a model may instead pursue one fixed skill (:meth:`fix_skill`,
-    saved with the weights): the rule that picks it lives with the finetune loop
+    saved with the weights): the rule that picks it lives with the finetune run
     (``urlb.measure.skills.select_skill``) and the candidates with the model
     (:meth:`finetune_candidates`).
 
@@ -141,9 +146,12 @@ class SkillModel(RewardModel):
         observe_pose: the agent observes the global pose that URLB's egocentric observation
             leaves out (``make_env(observe_pose=True)``: quadruped torso x, y and heading,
             walker torso x), as state-based skill papers give policy and representation
-            the full state. The runner builds its envs from this flag, so pretraining,
+            the full state. The run builds its envs from this flag, so pretraining,
             finetuning and the skill measurements see the same observation.
     """
+
+    # The distribution skills are drawn from (one-hot by default; agents/parts/skills.py).
+    prior: SkillPrior = ONE_HOT
 
     def __init__(self, skill_dim: int, update_skill_every_step: int = 0, observe_pose: bool = False):
         super().__init__()
@@ -163,17 +171,14 @@ class SkillModel(RewardModel):
     def _sync_fixed(self) -> None:
         self._fixed = bool(self.skill_is_fixed)
 
-    @abc.abstractmethod
     def sample_skills(self, num: int, device) -> torch.Tensor:
         """``num`` skills ``(num, skill_dim)`` from the skill prior."""
+        return self.prior.sample(num, self.skill_dim, device)
 
     def evaluation_skills(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        """``count`` skills for deterministic rollouts (coverage, pictures, videos). This
-        default suits one-hot skills: each of the K skills in turn, ``count // K`` times
-        plus one for the first ``count % K`` (METRA's allocation); continuous skill models
-        draw from ``generator``."""
-        index = (torch.arange(count) % self.skill_dim).sort().values
-        return nn.functional.one_hot(index, self.skill_dim).float().to(self.fixed_skill.device)
+        """``count`` skills for deterministic rollouts (coverage, pictures, videos): each
+        one-hot skill in turn for a discrete prior, else draws from ``generator``."""
+        return self.prior.evaluation(count, self.skill_dim, generator).to(self.fixed_skill.device)
 
     def finetune_candidates(self, count: int, generator: torch.Generator) -> torch.Tensor | None:
         """Skills to choose the finetuning skill from, or None to keep drawing skills on
@@ -207,68 +212,62 @@ class SkillModel(RewardModel):
 
 
 class Agent(nn.Module, abc.ABC):
-    """Base class: a torch module with the hooks the runner calls (see module docstring).
+    """Base class: a torch module with the hooks the loops call (see module docstring).
 
     Args:
         obs_dim, action_dim: env sizes (``obs_dim``: an int for state vectors, ``(C, H, W)``
             for frames).
-        reward_model: a callable ``(obs_dim=, action_dim=) -> RewardModel`` (a Hydra
-            partial in the configs), or None for the plain backbone. Built with
-            ``obs_dim=repr_dim``: on pixels it reads the shared encoder's features.
-        shared_encoder: read observations through ``agents.parts.encoders.make_encoder`` (the
-            actor-critic backbones): ``self.encoder`` (the identity for states),
-            ``self.repr_dim``, ``self.pixels`` and a random shift for frames. Agents that
-            handle observations themselves (world models) leave it off. A backbone that
-            trains the encoder sets ``self.encoder_opt``.
+
+    A subclass that has a reward model assigns ``self.reward_model`` (a :class:`RewardModel`)
+    in its constructor; ``skill_dim`` follows from it.
     """
 
-    # An agent's own update-to-data ratio, used by the runner in place of the protocol's
-    # (world models: DreamerV2's one update every 10 env steps); None: the protocol's.
-    updates_per_frame: float | None = None
-    # Dataset agents (PDT) pretrain offline from a reward-free dataset (``urlb.loop.offline``).
+    # Dataset agents (PDT, SUPE) pretrain offline from a reward-free dataset (``urlb.loop.offline``).
     pretrains_offline: bool = False
     # The frames an agent needs on ``obs=pixels`` when they differ from the config's
     # (``size``, ``frame_stack``; DreamerV2: single 64x64 frames); None: the config's.
     pixel_format: dict | None = None
-    # Frames read through the shared encoder (``shared_encoder`` and an ``(C, H, W)`` obs_dim).
+    # Frames read through a shared encoder (the actor-critic backbones on ``(C, H, W)``).
     pixels: bool = False
-    # The shared encoder's optimiser (URLB's ``encoder_opt``); None: no encoder to train
-    # (state vectors) or a frozen one (``update_encoder=False``).
-    encoder_opt: torch.optim.Optimizer | None = None
 
-    def __init__(
-        self,
-        obs_dim: int | tuple[int, int, int],
-        action_dim: int,
-        reward_model=None,
-        shared_encoder: bool = False,
-    ):
+    def __init__(self, obs_dim: int | tuple[int, int, int], action_dim: int):
         super().__init__()
         self.obs_dim = obs_dim
         self.action_dim = action_dim
         self.task_index: int | None = None
-        self.repr_dim = obs_dim
-        if shared_encoder:
-            self.encoder, self.repr_dim = make_encoder(obs_dim)
-            self.pixels = not isinstance(self.encoder, nn.Identity)
-            self.augment = RandomShift(pad=4) if self.pixels else None  # DrQ-v2's pad
-        self.reward_model = (
-            reward_model(obs_dim=self.repr_dim, action_dim=action_dim) if reward_model else None
-        )
-        self.skill_dim = self.reward_model.skill_dim if self.reward_model is not None else 0
-        if self.pixels and getattr(self.reward_model, "observe_pose", False):
-            raise ValueError(
-                f"{type(self.reward_model).__name__}: observe_pose appends the global pose to state "
-                "observations; pixels have none (set reward_model.observe_pose=false)"
-            )
+        self.reward_model: RewardModel | None = None
 
-    def replay_nstep(self, phase: str) -> int | None:
-        """The replay window this agent samples in ``phase`` ("pretrain" or "finetune"), or
-        None for the protocol's n-step: a reward model's own horizon while pretraining
-        (METRA: 1); sequence agents' sequence length."""
-        if phase == "pretrain" and self.reward_model is not None:
-            return self.reward_model.nstep
+    @property
+    def skill_dim(self) -> int:
+        """Size of the skill the policy reads (0: no skills)."""
+        return self.reward_model.skill_dim if self.reward_model is not None else 0
+
+    # -- facts the run builder reads before building (urlb.run.spec) ----------------------------
+    @classmethod
+    def config_value(cls, config: Mapping, key: str) -> Any:
+        """``config[key]``, or the constructor's default when the config leaves it out."""
+        if key in config:
+            return config[key]
+        parameter = inspect.signature(cls.__init__).parameters.get(key)
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            raise KeyError(f"{cls.__name__} has no constructor argument {key!r} with a default")
+        return parameter.default
+
+    @classmethod
+    def sequence_window(cls, config: Mapping) -> int | None:
+        """The replay window (in steps) this agent samples in both phases, for sequence
+        learners (world models, transformers); None: transitions of the protocol's n-step
+        (or the reward model's own ``nstep`` while pretraining)."""
         return None
+
+    @classmethod
+    def own_update_ratio(cls, config: Mapping) -> float | None:
+        """The agent's own update-to-data ratio per agent step (its ``updates_per_frame``
+        constructor argument: DreamerV2's one update every 10 env steps), which replaces the
+        protocol's; None for agents without one."""
+        if "updates_per_frame" not in inspect.signature(cls.__init__).parameters:
+            return None
+        return float(cls.config_value(config, "updates_per_frame"))
 
     def prepare_offline(self, sampler) -> None:
         """Dataset agents: whatever they take from the whole dataset before the first offline
@@ -286,19 +285,11 @@ class Agent(nn.Module, abc.ABC):
         return self.reward_model.observe(state, step_output) if self.reward_model is not None else state
 
     def adapt(self, replay, frame: int, state: TensorDict) -> TensorDict:
-        """The carried state after the runner's step ``frame``, given the replay so far
+        """The carried state after the loop's step ``frame``, given the replay so far
         (``RewardModel.adapt``)."""
         if self.reward_model is None:
             return state
-        encode = self.encode_observation if self.pixels else None
-        return self.reward_model.adapt(replay, frame, state, self.task_index, encode=encode)
-
-    @property
-    def critic_task_dim(self) -> int:
-        """Successor-feature size of the Q heads (``RewardModel.successor_features``), 0 for
-        the usual scalar Q."""
-        model = self.reward_model
-        return self.skill_dim if model is not None and model.successor_features else 0
+        return self.reward_model.adapt(replay, frame, state, self.task_index)
 
     def replay_extras(self, state: TensorDict) -> dict[str, torch.Tensor]:
         """Per-world values stored with each transition (the skill, for skill agents)."""
@@ -309,120 +300,21 @@ class Agent(nn.Module, abc.ABC):
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
         """Actions ``(N, action_dim)`` in [-1, 1] for observations ``(N, obs_dim)``."""
 
+    @abc.abstractmethod
     def update(self, replay, step: int) -> dict[str, torch.Tensor]:
-        """One update from ``replay`` (anything with ``sample(batch_size)``); returns metrics.
-
-        This default is the actor-critic template the backbones fill in: sample, encode
-        (pixels), train the reward model (pretraining), pick the reward, one critic step
-        (which also steps the shared encoder when the critic trains it), one actor step.
-        Agents of another shape (world models, sequence models) override it whole."""
-        batch = self.encode_batch(replay.sample(self.batch_size))
-        metrics = self.update_reward_model(batch) if self.task_index is None else {}
-        reward, reward_metrics = self.reward(batch)
-        learner = self.encoder_learner()
-        features = batch["observation"].detach() if learner == "reward_model" else batch["observation"]
-        observation = self.inputs(features, batch)
-        next_observation = self.inputs(batch["next_observation"], batch)
-        metrics |= reward_metrics
-        with self.stepping_encoder(learner == "critic"):
-            metrics |= self.update_critic(
-                observation, batch["action"], reward, batch["discount"], next_observation
-            )
-        metrics |= self.update_actor(observation.detach(), step)
-        return metrics
-
-    # -- the shared encoder (pixels) -------------------------------------------------------------
-    def encoder_learner(self) -> str | None:
-        """Whose loss trains the shared encoder in this update: ``"reward_model"`` (one that
-        ``trains_encoder``, while pretraining), ``"critic"``, or None (state vectors, or a
-        frozen encoder)."""
-        if self.encoder_opt is None:
-            return None
-        model = self.reward_model
-        if self.task_index is None and model is not None and model.trains_encoder:
-            return "reward_model"
-        return "critic"
-
-    def encode_batch(self, batch: TensorDict) -> TensorDict:
-        """The batch with ``observation`` and ``next_observation`` replaced by the encoder's
-        features ``(B, repr_dim)`` of randomly shifted frames (DrQ-v2): the observation with
-        gradients when the encoder trains, the next observation without (URLB). State
-        batches are returned as they are."""
-        if not self.pixels:
-            return batch
-        observation = self.augment(batch["observation"])
-        next_observation = self.augment(batch["next_observation"])
-        with torch.set_grad_enabled(self.encoder_opt is not None):
-            features = self.encoder(observation)
-        with torch.no_grad():
-            next_features = self.encoder(next_observation)
-        return batch.exclude("observation", "next_observation").update(
-            {"observation": features, "next_observation": next_features}
-        )
-
-    @torch.no_grad()
-    def encode_observation(self, observation: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-        """Encoder features ``(M, repr_dim)`` of observations ``(M, ...)``: no augmentation,
-        no gradients, ``chunk`` frames at a time (APS's regression encodes thousands)."""
-        return torch.cat([self.encoder(part) for part in observation.split(chunk)])
-
-    @contextlib.contextmanager
-    def stepping_encoder(self, active: bool = True):
-        """Step the shared encoder's optimiser on the gradients the block's backward passes
-        leave in the encoder (URLB zeroes ``encoder_opt`` before a loss and steps it after)."""
-        if active:
-            self.encoder_opt.zero_grad(set_to_none=True)
-        yield
-        if active:
-            self.encoder_opt.step()
-
-    def inputs(self, observation: torch.Tensor, carrier: TensorDict) -> torch.Tensor:
-        """Network input from an observation and its carried state or replay batch: the
-        skill is appended for skill agents."""
-        return torch.cat([observation, carrier["skill"]], dim=-1) if self.skill_dim else observation
-
-    def update_critic(
-        self, observation, action, reward, discount, next_observation
-    ) -> dict[str, torch.Tensor]:
-        raise TypeError(f"{type(self).__name__} overrides update() or must define update_critic")
-
-    def update_actor(self, observation: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        raise TypeError(f"{type(self).__name__} overrides update() or must define update_actor")
+        """One update from ``replay`` (anything with ``sample(batch_size)``, or a dataset
+        sampler offline); returns a dict of 0-dim tensors (metrics)."""
 
     def set_task(self, task_index: int | None) -> None:
         """Train on the intrinsic reward (``None``, pretraining) or on one task's reward."""
         self.task_index = task_index
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
-        """Reward-free pretraining signal ``(B,)``: the reward model's, or zeros for a plain
-        backbone (which then learns nothing task-specific while pretraining)."""
+        """Reward-free pretraining signal ``(B,)``: the reward model's, or zeros for an agent
+        without one (which then learns nothing task-specific while pretraining)."""
         if self.reward_model is None:
             return torch.zeros(batch.batch_size[0], device=batch.device)
-        return self.reward_model.intrinsic_reward(batch.detach() if self.encoder_opt is not None else batch)
-
-    def update_reward_model(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        """Train whatever ``intrinsic_reward`` is computed from (pretraining only). On pixels
-        (an encoded batch) the model gets detached features, or, when it
-        ``trains_encoder``, features with gradients and the encoder is stepped after it."""
-        if self.reward_model is None:
-            return {}
-        learner = self.encoder_learner()
-        if learner == "reward_model":
-            with self.stepping_encoder():
-                return self.reward_model.update(batch)
-        return self.reward_model.update(batch.detach() if learner else batch)
-
-    def reward(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The reward an update trains on, and metrics about it."""
-        if self.task_index is not None:
-            extrinsic = batch["task_reward"][:, self.task_index]
-            return extrinsic, {"extrinsic_reward": extrinsic.mean()}
-        intrinsic = self.intrinsic_reward(batch)
-        return intrinsic, {
-            "intrinsic_reward": intrinsic.mean(),
-            "intrinsic_reward_std": intrinsic.std(),
-            "intrinsic_reward_max": intrinsic.max(),
-        }
+        return self.reward_model.intrinsic_reward(batch)
 
     # -- transfer and checkpoints ----------------------------------------------------------------
     def init_from(self, pretrained: Agent) -> None:
@@ -440,7 +332,7 @@ class Agent(nn.Module, abc.ABC):
             opt.load_state_dict(state["optimisers"][name])
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
-        """The backbone's optimisers, by name (the shared encoder's as ``"encoder"``)."""
+        """The agent's own optimisers, by name."""
         return {}
 
     def all_optimisers(self) -> dict[str, torch.optim.Optimizer]:

@@ -11,6 +11,8 @@ by their running variance (what the released code's ``moving_std`` holds), clip 
 
     r = log(1 + mean_{j<=16} max(||g(s') - g_j|| / c - 5e-4, 0))
 
+(distances: ``knn_distance``, ``exact`` as the released code takes them, or ``cdist``).
+
 Finetuning skill rule (``finetune_skill``), where paper and code differ:
 
 * ``mean`` (default; the released code, which produced the published numbers): every
@@ -34,9 +36,12 @@ from torch import nn
 from agents.base import SkillModel
 from agents.parts.intrinsic import ParticleEntropy, cic_contrastive_loss
 from agents.parts.nets import mlp, optimise, orthogonal_init
+from agents.parts.skills import UNIT_CUBE
 
 
 class CIC(SkillModel):
+    prior = UNIT_CUBE  # CIC draws skills uniformly in [0, 1]^d
+
     def __init__(
         self,
         obs_dim: int,
@@ -51,6 +56,7 @@ class CIC(SkillModel):
         knn_average: bool = True,
         knn_normaliser: str | None = "variance",
         knn_clip: float = 5e-4,
+        knn_distance: str = "exact",
         finetune_skill: str = "mean",
     ):
         super().__init__(skill_dim, update_skill_every_step)
@@ -61,18 +67,12 @@ class CIC(SkillModel):
         self.pred_net = mlp(2 * skill_dim, hidden_dim, skill_dim)
         self.skill_net = mlp(skill_dim, hidden_dim, skill_dim) if project_skill else nn.Identity()
         self.apply(orthogonal_init)
-        self.entropy = ParticleEntropy(knn_k, knn_average, knn_normaliser, knn_clip)
+        self.entropy = ParticleEntropy(knn_k, knn_average, knn_normaliser, knn_clip, knn_distance)
         parameters = [*self.state_net.parameters(), *self.pred_net.parameters(), *self.skill_net.parameters()]
         self.optimiser = torch.optim.Adam(parameters, lr=lr)
 
     def optimisers(self):
         return {"cic": self.optimiser}
-
-    def sample_skills(self, num: int, device) -> torch.Tensor:
-        return torch.rand(num, self.skill_dim, device=device)
-
-    def evaluation_skills(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.rand(count, self.skill_dim, generator=generator).to(self.fixed_skill.device)
 
     def finetune(self) -> None:
         if self.finetune_skill == "mean":

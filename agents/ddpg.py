@@ -17,31 +17,45 @@ The encoder has its own Adam at the agent's lr (URLB's ``encoder_opt``); the cri
 trains it unless the reward model's does (``RewardModel.trains_encoder``), and
 ``update_encoder=False`` freezes it (URLB: pretraining trains it, finetuning may not).
 
-Transfer to finetuning (``init_from``): the encoder (pixels), the actor, and the critic
-trunk when ``init_critic`` (URLB's default); the Q heads, target critic and optimisers start
-fresh. A reward model (exploration or skill agents, ``agents/base.py``) rides on this
+Transfer to finetuning (``init_from``, ``agents/actor_critic.py``): the encoder (pixels), the
+actor, and the critic trunk when ``init_critic`` (URLB's default); the Q heads, target critic
+and optimisers start fresh (``init_critic_target=true`` also copies the trunk into the
+target). A reward model (exploration or skill agents, ``agents/base.py``) rides on this
 backbone.
+
+Skill agents (URLB's ``meta``): replay stores with each transition the skill that chose its
+action (``replay_skill="acting"``, the default). URLB's loop stores the skill of the step
+before, and on an episode's first transition its reset skill, which a schedule that redraws
+at step 0 never acts on (``"previous"``: for exact reproduction; one transition in
+``update_skill_every_step`` then carries a skill that did not choose its action). Evaluation
+episodes start from :meth:`DDPGAgent.evaluation_state` (URLB's DIAYN and SMM: one skill for
+every episode, see their ``evaluation_skill``).
+
+Randomness (exploration and target-policy noise) comes from ``randomness``
+(``agents.parts.nets.Randomness``: torch's generator), which the reference-parity tests
+replace with URLB's recorded draws.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
 from tensordict import TensorDict
 from torch import nn
 
-from agents.base import Agent
+from agents.actor_critic import ActorCriticAgent, frozen
+from agents.parts.critics import DoubleQCritic
 from agents.parts.nets import (
+    TORCH_RANDOMNESS,
     TruncatedNormal,
-    hard_update,
     layer_norm_trunk,
     mlp,
     optimise,
     orthogonal_init,
-    soft_update,
 )
+
+REPLAY_SKILLS = ("acting", "previous")
 
 
 def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q1: torch.Tensor, next_q2: torch.Tensor):
@@ -49,62 +63,6 @@ def td_target(reward: torch.Tensor, discount: torch.Tensor, next_q1: torch.Tenso
     if not reward.shape == discount.shape == next_q1.shape == next_q2.shape:
         raise ValueError(f"td_target shapes differ: {reward.shape}, {discount.shape}, {next_q1.shape}")
     return reward + discount * torch.min(next_q1, next_q2)
-
-
-def critic_loss(qs, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Sum over Q heads of each head's mean squared TD error.
-
-    Args:
-        qs: the heads' values, a sequence of ``(B,)`` (the double-Q critic's pair) or an
-            ``(N, B)`` tensor (an ensemble: one row per head).
-        target: ``(B,)``, the same for every head.
-    """
-    if len(qs) < 1 or any(q.shape != target.shape for q in qs):
-        raise ValueError(f"critic_loss shapes differ: {[tuple(q.shape) for q in qs]}, {tuple(target.shape)}")
-    losses = [(q - target).pow(2).mean() for q in qs]
-    loss = sum(losses[1:], losses[0])  # two heads: exactly head 1 + head 2
-    return loss, {
-        "critic_loss": loss.detach(),
-        "critic_q1": qs[0].mean().detach(),
-        "critic_target_q": target.mean(),
-    }
-
-
-def critic_step(agent, observation, action, target) -> dict[str, torch.Tensor]:
-    """Regress every Q head of ``agent.critic`` on ``target``, then move the target critic
-    (shared by the DDPG and SAC backbones, whose targets differ)."""
-    loss, metrics = critic_loss(agent.critic(observation, action), target)
-    optimise(agent.critic_opt, loss)
-    soft_update(agent.critic_target, agent.critic, agent.critic_target_tau)
-    return metrics
-
-
-def transfer_actor_critic(agent, pretrained) -> None:
-    """URLB's transfer: the encoder (pixels; nothing for states), the actor, and the critic
-    trunk when ``agent.init_critic`` (the whole critic for reward models with
-    ``transfer_whole_critic``: ProtoRL); a reward model (its skills) is copied and switched
-    to finetuning."""
-    hard_update(agent.encoder, pretrained.encoder)
-    hard_update(agent.actor, pretrained.actor)
-    if agent.init_critic:
-        whole = agent.reward_model is not None and agent.reward_model.transfer_whole_critic
-        part = (lambda critic: critic) if whole else (lambda critic: critic.trunk)
-        hard_update(part(agent.critic), part(pretrained.critic))
-        hard_update(part(agent.critic_target), part(pretrained.critic))
-    if agent.reward_model is not None:
-        hard_update(agent.reward_model, pretrained.reward_model)
-        agent.reward_model.finetune()
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """No weight gradients for ``module`` inside the block (the actor loss needs only the
-    critic's input gradients: this skips the critic's weight-gradient matmuls)."""
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        module.requires_grad_(True)
 
 
 class DeterministicActor(nn.Module):
@@ -124,57 +82,19 @@ class DeterministicActor(nn.Module):
         return TruncatedNormal(torch.tanh(self.policy(self.trunk(observation))), stddev)
 
 
-class DoubleQCritic(nn.Module):
-    """URLB's critic: a shared LayerNorm trunk and two Q heads.
-
-    States (``feature_dim`` None): the trunk reads ``(s, a)``, each head one hidden layer.
-    Pixels: the trunk compresses the encoder's features alone to ``feature_dim`` and the
-    action joins after it; each head has two hidden layers (URLB).
-
-    With ``task_dim > 0`` the heads output successor features ``psi(s, a)`` of that size and
-    ``Q = psi(s, a) . w``, with ``w`` the last ``task_dim`` entries of the input (the task
-    vector appended as the skill): APS's critic (Liu & Abbeel 2021)."""
-
-    def __init__(
-        self,
-        input_dim: int,
-        action_dim: int,
-        hidden_dim: int,
-        task_dim: int = 0,
-        feature_dim: int | None = None,
-    ):
-        super().__init__()
-        self.task_dim = task_dim
-        self.action_in_trunk = feature_dim is None
-        if self.action_in_trunk:
-            self.trunk = layer_norm_trunk(input_dim + action_dim, hidden_dim)
-            head_input, depth = hidden_dim, 1
-        else:
-            self.trunk = layer_norm_trunk(input_dim, feature_dim)
-            head_input, depth = feature_dim + action_dim, 2
-        out = task_dim if task_dim else 1
-        self.q1 = mlp(head_input, hidden_dim, out, depth)
-        self.q2 = mlp(head_input, hidden_dim, out, depth)
-        self.apply(orthogonal_init)
-
-    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.action_in_trunk:
-            h = self.trunk(torch.cat([observation, action], dim=-1))
-        else:
-            h = torch.cat([self.trunk(observation), action], dim=-1)
-        if not self.task_dim:
-            return self.q1(h).squeeze(-1), self.q2(h).squeeze(-1)
-        task = observation[:, -self.task_dim :]
-        return (self.q1(h) * task).sum(-1), (self.q2(h) * task).sum(-1)
-
-
-class DDPGAgent(Agent):
+class DDPGAgent(ActorCriticAgent):
     """DDPG backbone. Defaults are URLB's (states): hidden 1024, batch 1024, lr 1e-4,
     noise 0.2 clipped at 0.3 for targets, critic target tau 0.01; the runner's preset sets
     the update-to-data ratio (URLB: one update every 2 env steps) and n-step (3).
 
     Pixels only: ``feature_dim`` (50) is the trunks' width; ``update_encoder`` (true) trains
-    the shared encoder, false freezes it (features without gradients, no optimiser)."""
+    the shared encoder, false freezes it (features without gradients, no optimiser).
+
+    ``init_critic_target``: finetuning also copies the transferred critic into the target
+    (false: URLB's fresh target). ``replay_skill``: ``acting`` (the skill that chose the
+    action) or ``previous`` (URLB's pairing; module docstring)."""
+
+    randomness = TORCH_RANDOMNESS
 
     def __init__(
         self,
@@ -190,12 +110,15 @@ class DDPGAgent(Agent):
         feature_dim: int = 50,
         update_encoder: bool = True,
         reward_model=None,
+        init_critic_target: bool = False,
+        replay_skill: str = "acting",
     ):
-        super().__init__(obs_dim, action_dim, reward_model, shared_encoder=True)
-        self.batch_size = batch_size
+        super().__init__(obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic)
+        if replay_skill not in REPLAY_SKILLS:
+            raise ValueError(f"replay_skill must be one of {REPLAY_SKILLS}, got {replay_skill!r}")
         self.stddev, self.stddev_clip = stddev, stddev_clip
-        self.critic_target_tau = critic_target_tau
-        self.init_critic = init_critic
+        self.init_critic_target = init_critic_target
+        self.replay_skill = replay_skill
         input_dim = self.repr_dim + self.skill_dim
         width = feature_dim if self.pixels else None
         self.actor = DeterministicActor(input_dim, action_dim, hidden_dim, width)
@@ -203,30 +126,67 @@ class DDPGAgent(Agent):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
-        if self.pixels and update_encoder:
-            self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
+        self.train_encoder(lr, update_encoder)
 
     def optimisers(self):
         encoder = {"encoder": self.encoder_opt} if self.encoder_opt is not None else {}
         return {"actor": self.actor_opt, "critic": self.critic_opt, **encoder}
 
+    # -- carried skills ---------------------------------------------------------------------------
+    def evaluation_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
+        """The carried state evaluation episodes start from (``urlb.measure.evaluate``): the
+        reward model's own rule where it has one (URLB's DIAYN and SMM), else
+        :meth:`init_state`."""
+        rule = getattr(self.reward_model, "evaluation_state", None)
+        if rule is None:
+            return self.init_state(num_envs, device)
+        return TensorDict(rule(num_envs, device), batch_size=[num_envs], device=device)
+
+    def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
+        state = super().init_state(num_envs, device)
+        if self.skill_dim and self.replay_skill == "previous":
+            state["replay_skill"] = self.reset_skill(state)
+        return state
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        if not (self.skill_dim and self.replay_skill == "previous"):
+            return super().observe(state, step_output)
+        previous = state["skill"]
+        state = super().observe(state, step_output)
+        state["replay_skill"] = torch.where(step_output["done"][:, None], self.reset_skill(state), previous)
+        return state
+
+    def reset_skill(self, state: TensorDict) -> torch.Tensor:
+        """What URLB stores with an episode's first transition: the skill drawn at reset,
+        which a schedule that redraws at step 0 replaces before acting (a fresh draw); with
+        one skill per episode, the acting skill."""
+        model = self.reward_model
+        if model.update_skill_every_step == 0:
+            return state["skill"]
+        return model.draw(state.batch_size[0], state["skill"].device)
+
+    def replay_extras(self, state: TensorDict) -> dict[str, torch.Tensor]:
+        if self.skill_dim and self.replay_skill == "previous":
+            return {"skill": state["replay_skill"]}
+        return super().replay_extras(state)
+
+    # -- acting and learning ------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
         dist = self.actor(self.inputs(self.encoder(observation), state), self.stddev)
-        return dist.sample() if explore else dist.mean
+        return dist.sample(randomness=self.randomness) if explore else dist.mean
 
     def update_critic(self, observation, action, reward, discount, next_observation):
         with torch.no_grad():
-            next_action = self.actor(next_observation, self.stddev).sample(clip=self.stddev_clip)
+            dist = self.actor(next_observation, self.stddev)
+            next_action = dist.sample(clip=self.stddev_clip, randomness=self.randomness)
             target = td_target(reward, discount, *self.critic_target(next_observation, next_action))
-        return critic_step(self, observation, action, target)
+        return self.critic_step(observation, action, target)
 
     def update_actor(self, observation, step):
-        action = self.actor(observation, self.stddev).sample(clip=self.stddev_clip)
+        dist = self.actor(observation, self.stddev)
+        action = dist.sample(clip=self.stddev_clip, randomness=self.randomness)
         with frozen(self.critic):
             loss = -torch.min(*self.critic(observation, action)).mean()
         optimise(self.actor_opt, loss)
         return {"actor_loss": loss.detach()}
-
-    def init_from(self, pretrained: DDPGAgent) -> None:
-        transfer_actor_critic(self, pretrained)

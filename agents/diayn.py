@@ -13,6 +13,9 @@ state. Two published variants, as configs over the same code:
 Skills are per world, carried in the agent's state and stored in replay. Finetuning skill
 rule (URLB's): skills keep being drawn at random on the pretraining schedule (URLB's
 finetune loop calls the same ``update_meta``); the policy thus finetunes across skills.
+Evaluation (``evaluation_skill``): ``shared`` (default, URLB's ``eval``, which calls
+``init_meta`` once) runs every evaluation episode with one skill drawn at its start and
+held to the end; ``schedule`` draws per world and redraws on the training schedule.
 
 Pixels: the discriminator reads the shared encoder's features of ``s'``, detached
 (``trains_encoder`` False: the critic's loss trains the encoder). A departure: URLB's DIAYN
@@ -30,6 +33,7 @@ from torch import nn
 
 from agents.base import SkillModel
 from agents.parts.nets import mlp, optimise, orthogonal_init
+from agents.parts.skills import ONE_HOT
 
 
 def diayn_reward(logits: torch.Tensor, skill_index: torch.Tensor) -> torch.Tensor:
@@ -45,13 +49,9 @@ def discriminator_loss(logits: torch.Tensor, skill_index: torch.Tensor) -> torch
     return nn.functional.cross_entropy(logits, skill_index)
 
 
-def random_skills(num: int, skill_dim: int, device) -> torch.Tensor:
-    """``num`` uniformly drawn one-hot skills ``(num, skill_dim)``."""
-    index = torch.randint(skill_dim, (num,), device=device)
-    return nn.functional.one_hot(index, skill_dim).float()
-
-
 class DIAYN(SkillModel):
+    prior = ONE_HOT
+
     def __init__(
         self,
         obs_dim: int,
@@ -62,11 +62,15 @@ class DIAYN(SkillModel):
         update_skill_every_step: int = 50,
         scale: float = 1.0,
         observe_pose: bool = False,
+        evaluation_skill: str = "shared",
     ):
         """``update_skill_every_step``: env steps between skill draws (0: once per episode);
-        ``observe_pose``: observations carry the global pose (``SkillModel``; URLB: off)."""
+        ``observe_pose``: observations carry the global pose (``SkillModel``; URLB: off);
+        ``evaluation_skill``: ``shared`` or ``schedule`` (module docstring)."""
         super().__init__(skill_dim, update_skill_every_step, observe_pose)
-        self.scale = scale
+        if evaluation_skill not in ("shared", "schedule"):
+            raise ValueError(f"DIAYN evaluation_skill must be 'shared' or 'schedule', got {evaluation_skill!r}")
+        self.scale, self.evaluation_skill = scale, evaluation_skill
         self.discriminator = mlp(obs_dim, hidden_dim, skill_dim)
         self.discriminator.apply(orthogonal_init)
         self.optimiser = torch.optim.Adam(self.discriminator.parameters(), lr=lr)
@@ -74,8 +78,16 @@ class DIAYN(SkillModel):
     def optimisers(self):
         return {"discriminator": self.optimiser}
 
-    def sample_skills(self, num: int, device) -> torch.Tensor:
-        return random_skills(num, self.skill_dim, device)
+    def evaluation_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
+        """``shared``: one skill for every evaluation episode, held to the end (URLB's
+        ``eval``); ``schedule``: :meth:`init_state`."""
+        if self.evaluation_skill == "schedule" or self._fixed:
+            return self.init_state(num_envs, device)
+        held = torch.ones(num_envs, dtype=torch.bool, device=device)
+        return {"skill": self.draw(1, device).expand(num_envs, -1).clone(), "skill_held": held}
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        return state if "skill_held" in state.keys() else super().observe(state, step_output)
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         with torch.no_grad():

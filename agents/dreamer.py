@@ -147,7 +147,7 @@ class DreamerAgent(Agent):
         reward_model=None,
     ):
         obs_shape = (obs_dim,) if isinstance(obs_dim, int) else tuple(obs_dim)
-        super().__init__(obs_dim, action_dim, reward_model=None)
+        super().__init__(obs_dim, action_dim)
         if batch_length < 2 or imagination_horizon < 2:
             raise ValueError(
                 "batch_length and imagination_horizon must be >= 2; got "
@@ -161,7 +161,6 @@ class DreamerAgent(Agent):
         self.kl_scale = kl_scale
         self.actor_entropy, self.intrinsic_actor_entropy = actor_entropy, intrinsic_actor_entropy
         self.slow_critic_every = slow_critic_every
-        self.updates_per_frame = updates_per_frame
         self.init_actor, self.init_critic = init_actor, init_critic
 
         self.encoder, embed_dim = observation_encoder(obs_shape, hidden_dim, cnn_depth=cnn_depth)
@@ -174,14 +173,13 @@ class DreamerAgent(Agent):
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.intrinsic_scale = RewardScale(intrinsic_reward_momentum)
         if reward_model is not None:
-            # Latent reward models read features; Plan2Explore also predicts the embedding.
-            cls = getattr(reward_model, "func", reward_model)
-            extra = {"target_dim": embed_dim} if getattr(cls, "predicts_embedding", False) else {}
-            self.reward_model = reward_model(obs_dim=feature_dim, action_dim=action_dim, **extra)
+            # Latent reward models read features and are told the embedding's size
+            # (Plan2Explore predicts the embedding; RND and APT ignore it).
+            self.reward_model = reward_model(obs_dim=feature_dim, action_dim=action_dim, embed_dim=embed_dim)
             if self.reward_model.skill_dim:
                 raise ValueError(
-                    f"{cls.__name__} is a skill model; Dreamer's actor has no skill input: use a "
-                    "latent exploration reward (plan2explore, rnd, apt)"
+                    f"{type(self.reward_model).__name__} is a skill model; Dreamer's actor has no skill "
+                    "input: use a latent exploration reward (plan2explore, rnd, apt)"
                 )
         self.register_buffer("behaviour_updates", torch.zeros((), dtype=torch.long))
         self._behaviour_updates = 0  # host mirror: the slow-critic schedule must not sync
@@ -203,9 +201,10 @@ class DreamerAgent(Agent):
     def optimisers(self):
         return {"model": self.model_opt, "actor": self.actor_opt, "critic": self.critic_opt}
 
-    def replay_nstep(self, phase: str) -> int:
+    @classmethod
+    def sequence_window(cls, config) -> int:
         """Replay windows are the world model's sequences, in both phases."""
-        return self.batch_length
+        return int(cls.config_value(config, "batch_length"))
 
     # -- acting -------------------------------------------------------------------------------
     def init_state(self, num_envs: int, device="cpu") -> TensorDict:

@@ -19,37 +19,54 @@ vectors (continuous) or one-hot (discrete, where the reward uses the centred ski
 episode.
 
 Where implementations differ, this module follows the authors' code
-(github.com/seohongpark/METRA):
+(github.com/seohongpark/METRA at e08e762; ``tests/reference/test_metra_parity.py`` replays
+its update to 1e-5):
 
 * the constraint is on the *mean* squared difference over the ``d`` dimensions
   (``dual_dist=one`` there), i.e. ``||phi(s')-phi(s)|| <= sqrt(d)``, not the paper's
   ``<= 1``; the two differ by a constant rescaling of ``phi``;
 * lambda starts at 30, slack 1e-3, and ``log lambda`` is the learned parameter (the loss
-  above is linear in it); every optimiser is Adam with lr 1e-4;
-* SAC as in their code: 2x1024 MLPs, batch 256, temperature initialised at 0.01, target
-  entropy ``-action_dim / 2`` (``configs/agent/metra.yaml``);
+  above is linear in it); every optimiser is Adam with lr 1e-4; ``phi`` is a 2x1024 ReLU
+  MLP with Xavier-uniform weights (their trajectory encoder's mean network);
+* one update is: a ``phi`` step, a lambda step on the pre-step penalty, the reward
+  recomputed with the new ``phi``, then SAC's critic, actor and temperature steps;
+* SAC as in their code (``configs/agent/metra.yaml``): garage's tanh policy, two independent
+  2x1024 Q networks with 0.5 x MSE each, batch 256, temperature from 0.01, target entropy
+  ``-action_dim / 2`` (``agents/sac.py``);
+* their update-to-data ratio: 50 gradient steps per epoch of 8 paths x 200 steps on state
+  Ant and HalfCheetah (1/32 per step, the config's), 200 per epoch on pixel quadruped (1/8);
 * transitions are one step apart: ``nstep = 1`` (the reward and the constraint are
   defined on consecutive states), whatever the preset's n-step return;
+* skills last 200 agent steps (their ``max_path_length``; ``update_skill_every_step``),
+  inside URLB's 1000-step episodes, so later skills start where the last one ended, not
+  from a reset;
 * the agent observes the global pose next to URLB's observation (``observe_pose``:
   quadruped torso x, y and heading): their state-based experiments give phi and the
   policy the full state, x-y and orientation included, while URLB's observations are
   egocentric, so phi could not tell where the agent is and the policy could not tell
   which way it faces. ``observe_pose=false`` runs METRA on URLB's observation as is.
 
+Kept departures (docs/fidelity_metra_dreamer.md): no state normaliser (theirs is a preset
+for Ant and HalfCheetah only, off on quadruped); URLB's seed frames of random actions
+before the first update where they wait for 10k transitions of the policy's; URLB's time
+limits bootstrapped (``bootstrap_time_limits``).
+
 Finetuning skill rule: the pretrained policy is rolled out once with each candidate skill
 (``skill_selection.candidates`` unit vectors, 48 by default, drawn from the run's seed, or
 every one-hot skill) on the downstream task, and the skill with the highest task return is fixed for
-finetuning (``urlb.measure.skills.select_skill``). Transfer: the actor and critic trunk, as for
+finetuning (``urlb.measure.skills.select_skill``; the episodes it spends are reported as
+``frames_used`` in ``skill_selection.json``). Transfer: the actor and critic trunk, as for
 every SAC agent, plus ``phi`` (unused while finetuning) and the chosen skill.
 
 Zero-shot goal reaching (``urlb.measure.skills.goal_reaching``): ``z = (phi(g) - phi(s)) /
 ||phi(g) - phi(s)||``, recomputed every step.
 
 Pixels: ``phi`` reads the shared encoder's features, detached (``trains_encoder`` False:
-the critic's loss trains the encoder; METRA's pixel runs give ``phi`` an encoder of its
-own). ``observe_pose`` and goal reaching need state observations (the pose and the goals
-are entries of the state vector): on pixels the first is refused when the agent is built,
-the second in :meth:`METRA.goal_skill`.
+the critic's loss trains the encoder). METRA's pixel runs give ``phi``, the policy and each
+Q network an encoder of their own, ``phi``'s trained by METRA's objective: not built here
+(docs/fidelity_metra_dreamer.md). ``observe_pose`` and goal reaching need state
+observations (the pose and the goals are entries of the state vector): on pixels the first
+is refused when the agent is built, the second in :meth:`METRA.goal_skill`.
 """
 
 from __future__ import annotations
@@ -61,8 +78,8 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import SkillModel
-from agents.diayn import random_skills
-from agents.parts.nets import mlp, optimise, orthogonal_init
+from agents.parts.nets import mlp, optimise
+from agents.parts.skills import ONE_HOT, UNIT_SPHERE
 
 
 def metra_reward(
@@ -95,10 +112,12 @@ def dual_loss(log_dual: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
     return log_dual * penalty.detach().mean()
 
 
-def unit_skills(num: int, skill_dim: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``num`` skills drawn uniformly on the unit sphere (normalised Gaussians)."""
-    z = torch.randn(num, skill_dim, device=device, generator=generator)
-    return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+def xavier_uniform_init(module: nn.Module) -> None:
+    """METRA's trajectory encoder (garage's MLP with ``w_init=xavier_uniform_``): Xavier-uniform
+    weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class METRA(SkillModel):
@@ -123,9 +142,10 @@ class METRA(SkillModel):
         if discrete and skill_dim < 2:
             raise ValueError("discrete METRA needs skill_dim >= 2 (the centred reward of one skill is 0)")
         self.discrete = discrete
+        self.prior = ONE_HOT if discrete else UNIT_SPHERE
         self.dual_slack = dual_slack
         self.phi = mlp(obs_dim, hidden_dim, skill_dim)
-        self.phi.apply(orthogonal_init)
+        self.phi.apply(xavier_uniform_init)
         self.log_dual = nn.Parameter(torch.tensor(math.log(init_dual)))
         self.phi_opt = torch.optim.Adam(self.phi.parameters(), lr=lr)
         self.dual_opt = torch.optim.Adam([self.log_dual], lr=dual_lr)
@@ -134,21 +154,9 @@ class METRA(SkillModel):
         return {"phi": self.phi_opt, "dual": self.dual_opt}
 
     # -- skills ---------------------------------------------------------------------------
-    def sample_skills(self, num: int, device) -> torch.Tensor:
-        if self.discrete:
-            return random_skills(num, self.skill_dim, device)
-        return unit_skills(num, self.skill_dim, device)
-
-    def evaluation_skills(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        if self.discrete:
-            return super().evaluation_skills(count, generator)
-        return unit_skills(count, self.skill_dim, "cpu", generator).to(self.fixed_skill.device)
-
     def finetune_candidates(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """Every one-hot skill (discrete), else ``count`` unit vectors from ``generator``."""
-        if self.discrete:
-            return torch.eye(self.skill_dim, device=self.fixed_skill.device)
-        return self.evaluation_skills(count, generator)
+        return self.prior.candidates(count, self.skill_dim, generator).to(self.fixed_skill.device)
 
     def goal_skill(self, observation: torch.Tensor, goal_observation: torch.Tensor) -> torch.Tensor:
         """``(phi(g) - phi(s)) / ||phi(g) - phi(s)||``: the skill that heads for a goal;
@@ -176,7 +184,8 @@ class METRA(SkillModel):
         phi, next_phi = self._phis(batch)
         reward = metra_reward(phi, next_phi, batch["skill"], self.discrete)
         penalty = constraint_penalty(phi, next_phi, self.dual_slack)
-        loss = representation_loss(reward, penalty, self.log_dual.exp())
+        dual = self.log_dual.exp().detach()  # the multiplier this update's phi loss used
+        loss = representation_loss(reward, penalty, dual)
         optimise(self.phi_opt, loss)
         lam_loss = dual_loss(self.log_dual, penalty)
         optimise(self.dual_opt, lam_loss)
@@ -185,6 +194,7 @@ class METRA(SkillModel):
             "metra_loss": loss.detach(),
             "metra_reward": reward.mean().detach(),
             "metra_penalty": penalty.mean().detach(),
-            "metra_dual": self.log_dual.exp().detach(),
+            "metra_dual": dual,
+            "metra_dual_loss": lam_loss.detach(),
             "metra_step_norm": step.norm(dim=1).mean(),
         }

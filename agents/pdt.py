@@ -179,7 +179,7 @@ class PDTAgent(Agent):
         self.eval_context_length = eval_context_length
         self.z_dim, self.kl_weight, self.num_future_samples = z_dim, kl_weight, num_future_samples
         self.lr, self.warmup_updates, self.grad_clip = lr, warmup_updates, grad_clip
-        self.return_warmup_updates, self.updates_per_frame = return_warmup_updates, updates_per_frame
+        self.return_warmup_updates = return_warmup_updates
         self.target_entropy = -float(action_dim)
         self.embed_state = nn.Linear(obs_dim, hidden_dim)
         self.embed_future = nn.Linear(z_dim, hidden_dim)
@@ -209,9 +209,10 @@ class PDTAgent(Agent):
     def optimisers(self):
         return {"model": self.model_opt, "temperature": self.temperature_opt, "return": self.return_opt}
 
-    def replay_nstep(self, phase: str) -> int:
+    @classmethod
+    def sequence_window(cls, config) -> int:
         """Windows of 2K steps: the context and the future after it."""
-        return 2 * self.context_length
+        return 2 * int(cls.config_value(config, "context_length"))
 
     def prepare_offline(self, sampler) -> None:
         """Fit the state normaliser to the dataset: the reference's mean and std + 1e-6, except

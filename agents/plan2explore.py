@@ -23,11 +23,21 @@ from agents.disagreement import Disagreement, disagreement_reward
 
 
 class Plan2Explore(Disagreement):
-    """Args as :class:`agents.disagreement.Disagreement`; ``target_dim`` (the embedding size)
-    is given by the Dreamer agent, which reads ``predicts_embedding``."""
+    """Args as :class:`agents.disagreement.Disagreement`, with ``embed_dim`` (the size of the
+    embedding the members predict, given by the Dreamer agent) in place of ``target_dim``."""
 
     target_key = "next_embed"
-    predicts_embedding = True
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        embed_dim: int,
+        hidden_dim: int = 1024,
+        lr: float = 1e-4,
+        members: int = 5,
+    ):
+        super().__init__(obs_dim, action_dim, hidden_dim, lr, members, target_dim=embed_dim)
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         return disagreement_reward(self._predict(batch))

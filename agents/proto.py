@@ -11,7 +11,8 @@ The loss is the cross-entropy between them at temperature 0.1.
 The reward is a kNN distance of the next state's embedding ``z = normalize(predictor(s'))``
 to a queue of 2048 earlier embeddings: at each reward computation every prototype draws one
 sample of the batch (softmax of its scores over the batch) into the queue (first-in,
-first-out), and ``r`` is the distance to the 3rd nearest queue entry. The queue and its
+first-out), and ``r`` is the distance to the 3rd nearest queue entry (``knn_distance``:
+``exact``, URLB's norms of differences, or ``cdist``). The queue and its
 pointer are buffers (saved and restored). On states the encoder is the identity.
 
 Pixels: the predictor reads the shared encoder's features, and the prototype loss trains
@@ -21,7 +22,8 @@ encoder (tau 0.05); here both read the shared encoder's current features of ``s'
 (without gradients), and only the predictor has a target copy.
 
 Transfer to finetuning (ProtoRL's ``init_from``): the encoder (pixels), the actor and the
-**whole** critic (heads included, unlike URLB's other agents), and the representation.
+**whole** critic (heads included, unlike URLB's other agents; into the critic, the target
+critic stays fresh), and the representation.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import RewardModel
-from agents.parts.intrinsic import knn_distances, sinkhorn_knopp
-from agents.parts.nets import optimise, orthogonal_init, soft_update
+from agents.parts.intrinsic import KNN_DISTANCES, knn_distances, sinkhorn_knopp
+from agents.parts.nets import TORCH_RANDOMNESS, optimise, orthogonal_init, soft_update
 
 
 def prototype_loss(
@@ -51,6 +53,7 @@ def prototype_loss(
 class ProtoRL(RewardModel):
     transfer_whole_critic = True
     trains_encoder = True
+    randomness = TORCH_RANDOMNESS  # the queue's draws (agents.parts.nets.Randomness)
 
     def __init__(
         self,
@@ -65,11 +68,15 @@ class ProtoRL(RewardModel):
         topk: int = 3,
         queue_size: int = 2048,
         target_tau: float = 0.05,
+        knn_distance: str = "exact",
     ):
         super().__init__()
         if queue_size < num_protos or queue_size % num_protos:
             raise ValueError(f"queue_size ({queue_size}) must be a multiple of num_protos ({num_protos})")
+        if knn_distance not in KNN_DISTANCES:
+            raise ValueError(f"knn_distance must be one of {KNN_DISTANCES}, got {knn_distance!r}")
         self.temperature, self.topk, self.target_tau = temperature, topk, target_tau
+        self.knn_distance = knn_distance
         self.predictor = nn.Linear(obs_dim, pred_dim)
         self.projector = nn.Sequential(
             nn.Linear(pred_dim, proj_dim), nn.ReLU(inplace=True), nn.Linear(proj_dim, pred_dim)
@@ -96,7 +103,7 @@ class ProtoRL(RewardModel):
         """Each prototype picks one row of ``embedding`` ``(B, D)`` at random, with
         probabilities softmax(its scores over the batch), into the FIFO queue."""
         scores = self.prototypes(embedding).T  # (K, B)
-        picks = torch.multinomial(torch.softmax(scores, dim=1), 1).squeeze(1)  # (K,)
+        picks = self.randomness.multinomial(torch.softmax(scores, dim=1), 1).squeeze(1)  # (K,)
         slots = (self.queue_pointer + torch.arange(len(picks), device=picks.device)) % len(self.queue)
         self.queue.index_copy_(0, slots, embedding[picks])
         self.queue_pointer.copy_((self.queue_pointer + len(picks)) % len(self.queue))
@@ -106,7 +113,7 @@ class ProtoRL(RewardModel):
         with torch.no_grad():
             z = nn.functional.normalize(self.predictor(batch["next_observation"]), dim=1)
             self.enqueue(z)
-            return knn_distances(z, self.queue, self.topk)[:, -1]
+            return knn_distances(z, self.queue, self.topk, self.knn_distance)[:, -1]
 
     def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
         self.normalise_prototypes()

@@ -7,17 +7,22 @@ error, divided by a running standard deviation of that error::
 
     x = clip((s - mu_s) / sigma_s, -5, 5),   e = mean_j (g(x)_j - f(x)_j)^2,   r = scale * e / sigma_e
 
-Observation statistics ``mu_s, sigma_s`` and the error's ``sigma_e`` are running
-statistics (``agents.parts.intrinsic.RunningMeanStd``), merged from every update's batch and saved
-with the model. URLB normalises observations with a BatchNorm layer without affine terms,
-i.e. by the statistics of the current batch; running statistics over all batches seen, as
-in the RND paper, are the same estimate with less noise, and do not make the reward of a
-transition depend on the rest of its batch. The reward uses the batch's first state ``s``
-(URLB's choice). Scale 1, Adam 1e-4 (the agent's).
+The error's ``sigma_e`` is a running statistic (``agents.parts.intrinsic.RunningMeanStd``,
+merged from every reward computation and saved with the model). The observation
+statistics ``mu_s, sigma_s`` follow ``obs_normalisation``:
+
+* ``batch`` (default, URLB's): those of the current batch (mean and biased variance, eps
+  1e-5), as URLB's ``BatchNorm1d(affine=False)`` computes them in training mode, which its
+  RND never leaves: the reward of a transition depends on the rest of its batch;
+* ``running``: running statistics over every batch seen, as in the RND paper (the same
+  estimate with less noise), merged before each update and saved with the model.
+
+The reward uses the batch's first state ``s`` (URLB's choice). Scale 1, Adam 1e-4 (the
+agent's).
 
 Pixels (a departure from URLB): predictor and target are the MLPs above on the shared
-encoder's features, detached (``trains_encoder`` False: the critic trains the encoder), with
-running statistics over the features. URLB's pixel RND distils on the frames: it
+encoder's features, detached (``trains_encoder`` False: the critic trains the encoder),
+normalised per feature. URLB's pixel RND distils on the frames: it
 batch-normalises the shifted frames per channel, its predictor runs them through the shared
 encoder (so the RND loss trains it too) and its target through a frozen random copy of the
 encoder. Here the target's input moves as the encoder learns.
@@ -29,15 +34,24 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDict
+from torch import nn
 
 from agents.base import RewardModel
 from agents.parts.intrinsic import RunningMeanStd
 from agents.parts.nets import mlp, optimise, orthogonal_init
 
+OBS_NORMALISATIONS = ("batch", "running")
+
 
 def rnd_reward(error: torch.Tensor, error_var: torch.Tensor, scale: float) -> torch.Tensor:
     """``scale * error / (sqrt(error_var) + 1e-8)``: URLB's normalised RND reward."""
     return scale * error / (error_var.sqrt() + 1e-8)
+
+
+def batch_normalise(x: torch.Tensor, clip: float) -> torch.Tensor:
+    """``(B, D)`` whitened by the batch's own mean and biased variance (eps 1e-5: URLB's
+    ``BatchNorm1d(affine=False)`` in training mode), clipped to ``[-clip, clip]``."""
+    return nn.functional.batch_norm(x, None, None, training=True, eps=1e-5).clamp(-clip, clip)
 
 
 class RND(RewardModel):
@@ -50,14 +64,20 @@ class RND(RewardModel):
         rep_dim: int = 512,
         scale: float = 1.0,
         obs_clip: float = 5.0,
+        obs_normalisation: str = "batch",
+        embed_dim: int | None = None,
     ):
+        # embed_dim: the world model's embedding size, which Dreamer passes to every latent
+        # reward model (Plan2Explore predicts the embedding); RND does not use it.
         super().__init__()
-        self.scale, self.obs_clip = scale, obs_clip
+        if obs_normalisation not in OBS_NORMALISATIONS:
+            raise ValueError(f"obs_normalisation must be one of {OBS_NORMALISATIONS}, got {obs_normalisation!r}")
+        self.scale, self.obs_clip, self.obs_normalisation = scale, obs_clip, obs_normalisation
         self.predictor = mlp(obs_dim, hidden_dim, rep_dim)
         self.target = mlp(obs_dim, hidden_dim, rep_dim).requires_grad_(False)
         self.predictor.apply(orthogonal_init)
         self.target.apply(orthogonal_init)
-        self.obs_stats = RunningMeanStd((obs_dim,))
+        self.obs_stats = RunningMeanStd((obs_dim,)) if obs_normalisation == "running" else None
         self.error_stats = RunningMeanStd(())
         self.optimiser = torch.optim.Adam(self.predictor.parameters(), lr=lr)
 
@@ -66,7 +86,10 @@ class RND(RewardModel):
 
     def prediction_error(self, observation: torch.Tensor) -> torch.Tensor:
         """``(B,)`` mean squared distance between predictor and target on normalised input."""
-        x = self.obs_stats.normalise(observation, clip=self.obs_clip)
+        if self.obs_stats is None:
+            x = batch_normalise(observation, self.obs_clip)
+        else:
+            x = self.obs_stats.normalise(observation, clip=self.obs_clip)
         return (self.target(x) - self.predictor(x)).square().mean(dim=-1)
 
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
@@ -76,7 +99,8 @@ class RND(RewardModel):
         return rnd_reward(error, self.error_stats.var, self.scale)
 
     def update(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        self.obs_stats.update(batch["observation"])
+        if self.obs_stats is not None:
+            self.obs_stats.update(batch["observation"])
         loss = self.prediction_error(batch["observation"]).mean()
         optimise(self.optimiser, loss)
         return {"rnd_loss": loss.detach(), "rnd_error_std": self.error_stats.var.sqrt()}

@@ -22,9 +22,23 @@ the same Adam steps, up to its epsilon. The two-head critic keeps the min in the
 trunk to ``feature_dim`` then two hidden ReLU layers to the Gaussian's mean and log std),
 the encoder's own Adam and ``update_encoder`` (see ``agents/ddpg.py``).
 
+METRA's SAC (github.com/seohongpark/METRA, garage's ``SAC`` as ``iod/sac_utils.py`` runs it)
+is these options, each of whose defaults keeps the SAC above: ``actor_layout="garage"`` (its
+policy, :class:`GaussianActor`), ``shared_critic_trunk=False`` (two independent 2-hidden-layer
+ReLU Q networks, no LayerNorm) and ``critic_loss_weight=0.5`` (0.5 x MSE per head).
+``bootstrap_time_limits=False`` ends the return at a time limit as METRA's paths mark their
+last step done; true (the default) bootstraps through it, which is right where the time limit
+is not part of the observation, as URLB's is not (Pardo et al., "Time Limits in Reinforcement
+Learning", ICML 2018). ``updates_per_frame`` sets this agent's own update-to-data ratio per
+agent step (``Agent.own_update_ratio``; None: the protocol's).
+
 Transfer to finetuning (``init_from``): the encoder (pixels), the actor and, when
-``init_critic``, the critic trunk (an ensemble on states has none: its heads read ``(s, a)``);
-temperature, Q heads, target and optimisers start fresh.
+``init_critic``, the critic trunk (an ensemble on states has none: its heads read ``(s, a)``;
+neither has METRA's separate Q networks); temperature, Q heads, target and optimisers start fresh.
+
+Randomness (the policy's noise) comes from ``randomness`` (``agents.parts.nets.Randomness``:
+torch's generator), which the reference-parity tests replace with the draws recorded from the
+authors' code.
 """
 
 from __future__ import annotations
@@ -35,13 +49,25 @@ import math
 import torch
 from tensordict import TensorDict
 from torch import nn
-from torch.nn import functional as F
 
-from agents.base import Agent
-from agents.ddpg import DoubleQCritic, critic_step, frozen, transfer_actor_critic
-from agents.parts.nets import gaussian_log_prob_tanh, layer_norm_trunk, mlp, optimise, orthogonal_init
+from agents.actor_critic import ActorCriticAgent, critic_loss, frozen
+from agents.parts.critics import DoubleQCritic, EnsembleCritic
+from agents.parts.nets import (
+    TORCH_RANDOMNESS,
+    Randomness,
+    gaussian_log_prob_tanh,
+    layer_norm_trunk,
+    mlp,
+    optimise,
+    orthogonal_init,
+    soft_update,
+)
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# garage's GaussianMLPTwoHeadedModule as METRA builds its policy: std in [1e-6, e^2].
+GARAGE_LOG_STD_MIN, GARAGE_LOG_STD_MAX = math.log(1e-6), 2.0
+GARAGE_TANH_EPSILON = 1e-6  # garage's TanhNormal.log_prob: log(1 - tanh(u)^2 + epsilon)
+ACTOR_LAYOUTS = ("pytorch_sac", "garage")
 
 
 def soft_td_target(reward, discount, next_qs, next_log_prob, alpha):
@@ -80,116 +106,105 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
+def garage_log_prob_tanh(mean: torch.Tensor, log_std: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """garage's ``TanhNormal.log_prob`` (METRA's policy), ``(B,)``: the Gaussian log-density
+    of ``raw`` minus ``log(1 - tanh(raw)^2 + 1e-6)``, summed over the action dimension. The
+    epsilon bounds the correction where ``tanh`` saturates (the exact form is
+    :func:`agents.parts.nets.gaussian_log_prob_tanh`)."""
+    std = log_std.exp()
+    gaussian = -((raw - mean) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
+    correction = torch.log(1 - torch.tanh(raw) ** 2 + GARAGE_TANH_EPSILON)
+    return (gaussian - correction).sum(-1)
+
+
 class GaussianActor(nn.Module):
     """MLP -> (mean, log std); actions ``tanh(u)``, ``u ~ N(mean, std)``. Pixels
-    (``feature_dim`` set): a LayerNorm trunk to ``feature_dim`` before the MLP."""
+    (``feature_dim`` set): a LayerNorm trunk to ``feature_dim`` before the MLP.
 
-    def __init__(self, input_dim: int, action_dim: int, hidden_dim: int, feature_dim: int | None = None):
-        super().__init__()
-        if feature_dim is None:
-            self.trunk = nn.Identity()
-        else:
-            self.trunk = layer_norm_trunk(input_dim, feature_dim)
-            input_dim = feature_dim
-        self.net = mlp(input_dim, hidden_dim, 2 * action_dim)
-        self.apply(orthogonal_init)
+    ``layout`` (``ACTOR_LAYOUTS``):
 
-    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(self.trunk(observation)).chunk(2, dim=-1)
-        # soft clamp of the log std into [LOG_STD_MIN, LOG_STD_MAX] (keeps gradients)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
-        return mean, log_std
-
-    def sample(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action and its log-probability ``(B,)``."""
-        mean, log_std = self(observation)
-        raw = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(raw), gaussian_log_prob_tanh(mean, log_std, raw)
-
-
-class EnsembleLinear(nn.Module):
-    """``num`` independent linear layers applied at once: ``(num, B, in) -> (num, B, out)``
-    (a ``(B, in)`` input is shared by all); orthogonal weights, zero biases, per member."""
-
-    def __init__(self, num: int, input_dim: int, output_dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num, input_dim, output_dim))
-        self.bias = nn.Parameter(torch.zeros(num, 1, output_dim))
-        with torch.no_grad():
-            for weight in self.weight:
-                nn.init.orthogonal_(weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            x = x.expand(len(self.weight), -1, -1)
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class EnsembleLayerNorm(nn.Module):
-    """LayerNorm over the last dimension with each member's own gain and shift."""
-
-    def __init__(self, num: int, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num, 1, dim))
-        self.bias = nn.Parameter(torch.zeros(num, 1, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
-
-
-class EnsembleCritic(nn.Module):
-    """RLPD's critic: ``num_critics`` Q networks, each ``depth`` hidden layers of Linear,
-    LayerNorm, ReLU (RLPD's ``MLP(use_layer_norm=True)``; SUPE's hidden dims (256, 256, 256))
-    and a linear output, evaluated as one batched network; ``forward`` gives ``(N, B)``.
-
-    States (``feature_dim`` None): every network reads ``(s, a)`` (``trunk`` is empty).
-    Pixels: one shared LayerNorm trunk compresses the encoder's features to ``feature_dim``
-    and the action joins after it, as in :class:`DoubleQCritic`. ``task_dim > 0``: successor
-    features dotted with the task, as there (APS)."""
+    * ``pytorch_sac``: ReLU hidden layers, orthogonal weights, the log std soft-clamped into
+      ``[-5, 2]`` through a tanh, the exact tanh correction of the log-probability;
+    * ``garage``: METRA's policy (garage's ``GaussianMLPTwoHeadedModule`` with ``TanhNormal``,
+      METRA's ``tests/main.py``): tanh hidden layers with Xavier-uniform weights, mean and log
+      std heads with Xavier-normal weights scaled by 0.1 and zero biases (std 1 at first), the
+      log std clamped hard into ``[log 1e-6, 2]`` and :func:`garage_log_prob_tanh`. Its two
+      heads are one linear layer here (``net``'s last: mean rows, then log std rows).
+    """
 
     def __init__(
         self,
         input_dim: int,
         action_dim: int,
         hidden_dim: int,
-        num_critics: int,
-        task_dim: int = 0,
         feature_dim: int | None = None,
-        depth: int = 3,
+        layout: str = "pytorch_sac",
     ):
         super().__init__()
-        self.task_dim = task_dim
+        if layout not in ACTOR_LAYOUTS:
+            raise ValueError(f"actor layout {layout!r}; known: {', '.join(ACTOR_LAYOUTS)}")
+        self.layout = layout
         if feature_dim is None:
-            self.trunk, width = nn.Identity(), input_dim + action_dim
+            self.trunk = nn.Identity()
         else:
-            self.trunk, width = layer_norm_trunk(input_dim, feature_dim), feature_dim + action_dim
+            self.trunk = layer_norm_trunk(input_dim, feature_dim)
+            input_dim = feature_dim
+        if layout == "pytorch_sac":
+            self.net = mlp(input_dim, hidden_dim, 2 * action_dim)
+            self.apply(orthogonal_init)
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(input_dim, hidden_dim),
+                nn.Tanh(),
+                nn.Linear(hidden_dim, hidden_dim),
+                nn.Tanh(),
+                nn.Linear(hidden_dim, 2 * action_dim),
+            )
             self.trunk.apply(orthogonal_init)
-        layers: list[nn.Module] = []
-        for _ in range(depth):
-            layers += [
-                EnsembleLinear(num_critics, width, hidden_dim),
-                EnsembleLayerNorm(num_critics, hidden_dim),
-            ]
-            layers.append(nn.ReLU(inplace=True))
-            width = hidden_dim
-        layers.append(EnsembleLinear(num_critics, width, task_dim or 1))
-        self.heads = nn.Sequential(*layers)
+            with torch.no_grad():
+                for layer in self.net[:-1:2]:
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+                head = self.net[-1]
+                for rows in head.weight.chunk(2):  # garage's xavier_normal_ex(gain=1, multiplier=0.1)
+                    rows.normal_(0.0, 0.1 * math.sqrt(2.0 / (hidden_dim + action_dim)))
+                nn.init.zeros_(head.bias)
 
-    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        out = self.heads(torch.cat([self.trunk(observation), action], dim=-1))  # (N, B, task_dim or 1)
-        if not self.task_dim:
-            return out.squeeze(-1)
-        return (out * observation[:, -self.task_dim :]).sum(-1)
+    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(self.trunk(observation)).chunk(2, dim=-1)
+        if self.layout == "garage":
+            return mean, log_std.clamp(GARAGE_LOG_STD_MIN, GARAGE_LOG_STD_MAX)
+        # soft clamp of the log std into [LOG_STD_MIN, LOG_STD_MAX] (keeps gradients)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+    def sample(
+        self, observation: torch.Tensor, randomness: Randomness = TORCH_RANDOMNESS
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action and its log-probability ``(B,)``."""
+        mean, log_std = self(observation)
+        raw = mean + log_std.exp() * randomness.normal(mean.shape, mean)
+        log_prob = garage_log_prob_tanh if self.layout == "garage" else gaussian_log_prob_tanh
+        return torch.tanh(raw), log_prob(mean, log_std, raw)
 
 
-class SACAgent(Agent):
+class SACAgent(ActorCriticAgent):
     """SAC backbone; defaults follow METRA's SAC (hidden 1024, lr 1e-4, batch 256).
     Pixels only: ``feature_dim`` (50) and ``update_encoder`` (true), as in DDPG.
 
     RLPD's critic (all defaults: today's double-Q SAC): ``num_critics`` Q heads (2: URLB's
     double-Q critic; more: :class:`EnsembleCritic`, RLPD's 10); ``critic_subsample`` heads
     drawn per minibatch for the target's min (None: all; RLPD's 2); ``backup_entropy`` keeps
-    ``-alpha log pi`` in the target (RLPD: false)."""
+    ``-alpha log pi`` in the target (RLPD: false).
+
+    METRA's SAC (module docstring): ``actor_layout`` (``pytorch_sac`` | ``garage``),
+    ``shared_critic_trunk`` (false: two independent Q networks; states only),
+    ``critic_loss_weight`` (each head's MSE is multiplied by it: METRA 0.5),
+    ``bootstrap_time_limits`` (false: a transition whose last step hit the time limit gets
+    discount 0; needs the replay's ``truncated`` in the batch) and ``updates_per_frame``
+    (the agent's own update ratio per agent step, None: the protocol's)."""
+
+    randomness = TORCH_RANDOMNESS
 
     def __init__(
         self,
@@ -208,9 +223,14 @@ class SACAgent(Agent):
         num_critics: int = 2,
         critic_subsample: int | None = None,
         backup_entropy: bool = True,
+        actor_layout: str = "pytorch_sac",
+        shared_critic_trunk: bool = True,
+        critic_loss_weight: float = 1.0,
+        bootstrap_time_limits: bool = True,
+        updates_per_frame: float | None = None,
         reward_model=None,
     ):
-        super().__init__(obs_dim, action_dim, reward_model, shared_encoder=True)
+        super().__init__(obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic)
         if num_critics < 2 or not (critic_subsample is None or 1 <= critic_subsample <= num_critics):
             raise ValueError(
                 f"num_critics={num_critics} must be >= 2 and critic_subsample={critic_subsample} "
@@ -218,28 +238,33 @@ class SACAgent(Agent):
             )
         self.num_critics, self.critic_subsample = num_critics, critic_subsample
         self.backup_entropy = backup_entropy
-        self.batch_size = batch_size
-        self.critic_target_tau = critic_target_tau
+        self.critic_loss_weight, self.bootstrap_time_limits = critic_loss_weight, bootstrap_time_limits
+        self.updates_per_frame = updates_per_frame
         # Unset: -scale * action_dim (Haarnoja et al.: scale 1; METRA: 0.5).
         self.target_entropy = (
             -target_entropy_scale * float(action_dim) if target_entropy is None else target_entropy
         )
-        self.init_critic = init_critic
         input_dim = self.repr_dim + self.skill_dim
         width = feature_dim if self.pixels else None
-        self.actor = GaussianActor(input_dim, action_dim, hidden_dim, width)
+        self.actor = GaussianActor(input_dim, action_dim, hidden_dim, width, actor_layout)
+        task_dim = self.critic_task_dim
         if num_critics == 2:
-            self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, self.critic_task_dim, width)
+            shared = shared_critic_trunk
+            self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, task_dim, width, shared)
         else:
-            task_dim = self.critic_task_dim
             self.critic = EnsembleCritic(input_dim, action_dim, hidden_dim, num_critics, task_dim, width)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_temperature)))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=lr)
-        if self.pixels and update_encoder:
-            self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
+        self.train_encoder(lr, update_encoder)
+
+    @classmethod
+    def own_update_ratio(cls, config) -> float | None:
+        """``updates_per_frame`` when the config sets one (METRA's), else None: the protocol's."""
+        ratio = cls.config_value(config, "updates_per_frame")
+        return None if ratio is None else float(ratio)
 
     def optimisers(self):
         encoder = {"encoder": self.encoder_opt} if self.encoder_opt is not None else {}
@@ -248,29 +273,60 @@ class SACAgent(Agent):
     @torch.no_grad()
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
         inputs = self.inputs(self.encoder(observation), state)
-        return self.actor.sample(inputs)[0] if explore else torch.tanh(self.actor(inputs)[0])
+        if explore:
+            return self.actor.sample(inputs, self.randomness)[0]
+        return torch.tanh(self.actor(inputs)[0])
+
+    def encode_batch(self, batch: TensorDict) -> TensorDict:
+        """As :meth:`ActorCriticAgent.encode_batch`; with ``bootstrap_time_limits=False`` the
+        discount is 0 where the transition's last step was truncated (METRA's done at the end
+        of a path)."""
+        if not self.bootstrap_time_limits:
+            if "truncated" not in batch.keys():
+                raise KeyError(
+                    "bootstrap_time_limits=false needs the replay batch's 'truncated' (of the "
+                    "transition's last step); this replay does not provide it"
+                )
+            batch = batch.clone(False)
+            running = ~batch["truncated"].reshape(-1)
+            batch["discount"] = batch["discount"] * running.to(batch["discount"].dtype)
+        return super().encode_batch(batch)
 
     def update_critic(self, observation, action, reward, discount, next_observation):
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
-            next_action, next_log_prob = self.actor.sample(next_observation)
+            next_action, next_log_prob = self.actor.sample(next_observation, self.randomness)
             next_qs = self.critic_target(next_observation, next_action)
             if self.critic_subsample is not None:  # RLPD: a fresh subset per minibatch
                 next_qs = random_heads(next_qs, self.critic_subsample)
             entropy_alpha = alpha if self.backup_entropy else None
             target = soft_td_target(reward, discount, next_qs, next_log_prob, entropy_alpha)
-        return critic_step(self, observation, action, target)
+        return self.critic_step(observation, action, target)
+
+    def critic_step(self, observation, action, target) -> dict[str, torch.Tensor]:
+        """As :meth:`ActorCriticAgent.critic_step`, each head's loss times ``critic_loss_weight``
+        (METRA: 0.5 x MSE per head)."""
+        loss, metrics = critic_loss(self.critic(observation, action), target)
+        if self.critic_loss_weight != 1.0:
+            loss = self.critic_loss_weight * loss
+            metrics["critic_loss"] = loss.detach()
+        optimise(self.critic_opt, loss)
+        soft_update(self.critic_target, self.critic, self.critic_target_tau)
+        return metrics
 
     def update_actor(self, observation, step):
-        action, log_prob = self.actor.sample(observation)
+        action, log_prob = self.actor.sample(observation, self.randomness)
         alpha = self.log_alpha.exp()
         with frozen(self.critic):
             qs = self.critic(observation, action)
             q = torch.min(*qs) if self.num_critics == 2 else qs.mean(0)  # RLPD: the ensemble's mean
             loss = (alpha.detach() * log_prob - q).mean()
         optimise(self.actor_opt, loss)
-        optimise(self.alpha_opt, temperature_loss(self.log_alpha, log_prob, self.target_entropy))
-        return {"actor_loss": loss.detach(), "alpha": alpha.detach(), "entropy": -log_prob.mean().detach()}
-
-    def init_from(self, pretrained: SACAgent) -> None:
-        transfer_actor_critic(self, pretrained)
+        alpha_loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
+        optimise(self.alpha_opt, alpha_loss)
+        return {
+            "actor_loss": loss.detach(),
+            "alpha": alpha.detach(),
+            "alpha_loss": alpha_loss.detach(),
+            "entropy": -log_prob.mean().detach(),
+        }

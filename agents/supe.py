@@ -54,12 +54,10 @@ from torch import nn
 
 from agents.base import Agent
 from agents.parts.nets import gaussian_kl, gaussian_nll, mlp, optimise, orthogonal_init
+from agents.parts.skill_vae import SKILL_LIMIT, SkillVAE
 from agents.rnd import RND
 from agents.sac import SACAgent
 from urlb.data.datasets import DatasetSampler
-
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the reference's GaussianModule clip
-SKILL_LIMIT = 1 - 1e-6  # u = tanh(z) is kept off +-1 so that z = atanh(u) stays finite
 
 
 # -- losses and labels ----------------------------------------------------------------------------
@@ -104,52 +102,6 @@ def optimistic_reward(reward: torch.Tensor, bonus: torch.Tensor, coefficient: fl
     if reward.shape != bonus.shape:
         raise ValueError(f"optimistic_reward shapes differ: {tuple(reward.shape)}, {tuple(bonus.shape)}")
     return reward + coefficient * bonus
-
-
-# -- networks -------------------------------------------------------------------------------------
-class GaussianMLP(nn.Module):
-    """Two ReLU layers -> (mean, log std), log std clipped to [-20, 2] (the reference's
-    GaussianModule, whose last layers start 100x smaller: an initial std of about 1)."""
-
-    def __init__(self, input_dim: int, output_dim: int, hidden_dim: int):
-        super().__init__()
-        self.net = mlp(input_dim, hidden_dim, 2 * output_dim)
-        self.apply(orthogonal_init)
-        with torch.no_grad():
-            self.net[-1].weight.mul_(1e-2)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(x).chunk(2, dim=-1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-
-class SkillVAE(nn.Module):
-    """The reference's OPAL VAE: a bidirectional 2-layer GRU encoder over (MLP(s_t), a_t) whose
-    outputs at all H steps are concatenated into q's mean and log variance; p(z | s_0); pi(a | s, z)."""
-
-    def __init__(self, obs_dim: int, action_dim: int, skill_dim: int, horizon: int, hidden_dim: int):
-        super().__init__()
-        self.embed = nn.Sequential(mlp(obs_dim, hidden_dim, hidden_dim, depth=1), nn.ReLU())
-        self.gru = nn.GRU(hidden_dim + action_dim, hidden_dim, 2, batch_first=True, bidirectional=True)
-        self.head = nn.Linear(horizon * 2 * hidden_dim, 2 * skill_dim)
-        self.prior = GaussianMLP(obs_dim, skill_dim, hidden_dim)
-        self.policy = GaussianMLP(obs_dim + skill_dim, action_dim, hidden_dim)
-        self.embed.apply(orthogonal_init)
-        self.head.apply(orthogonal_init)
-
-    def posterior(self, observation: torch.Tensor, action: torch.Tensor):
-        """``(B, H, obs)``, ``(B, H, A)`` segments -> q's ``(mean, log_std)``, each ``(B, Z)``."""
-        out, _ = self.gru(torch.cat([self.embed(observation), action], -1))
-        mean, log_var = self.head(out.flatten(1)).chunk(2, dim=-1)
-        return mean, 0.5 * log_var
-
-    def decode(self, observation: torch.Tensor, skill: torch.Tensor):
-        """pi(a | s, z): ``(mean, log_std)`` of the action, any leading shape."""
-        return self.policy(torch.cat([observation, skill], -1))
-
-    def label(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """A segment's high-level action: ``u = tanh(mean of q)`` ``(B, Z)``, kept off +-1."""
-        return torch.tanh(self.posterior(observation, action)[0]).clamp(-SKILL_LIMIT, SKILL_LIMIT)
 
 
 # -- the agent ------------------------------------------------------------------------------------
@@ -211,7 +163,7 @@ class SUPEAgent(Agent):
         self.batch_size, self.horizon, self.latent_dim = batch_size, horizon, skill_dim
         self.kl_weight, self.discount, self.offline_ratio = kl_weight, discount, offline_ratio
         self.utd_ratio, self.rnd_coefficient = utd_ratio, rnd_coefficient
-        self.updates_per_frame, self.dataset = updates_per_frame, dataset
+        self.dataset = dataset
         self.prior: DatasetSampler | None = None  # the prior data, loaded when finetuning needs it
         self.skills = SkillVAE(obs_dim, action_dim, skill_dim, horizon, hidden_dim)
         self.high = SACAgent(
@@ -243,9 +195,10 @@ class SUPEAgent(Agent):
         rnd = {f"rnd.{name}": opt for name, opt in self.rnd.optimisers().items()}
         return {"skills": self.skills_opt, "reward": self.reward_opt, **high, **rnd}
 
-    def replay_nstep(self, phase: str) -> int:
+    @classmethod
+    def sequence_window(cls, config) -> int:
         """Windows of 2H - 1 steps: each holds one whole segment, wherever it starts."""
-        return 2 * self.horizon - 1
+        return 2 * int(cls.config_value(config, "horizon")) - 1
 
     def prepare_offline(self, sampler) -> None:
         """Keep the dataset: a finetuning agent built in this process (tests) mixes it in."""

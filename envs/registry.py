@@ -7,38 +7,12 @@ import importlib
 import torch
 
 from envs.env import BatchedEnv
+from envs.tasks import DOMAINS, TASKS, parse_task
 
-# domain -> (module, class); imported on demand (jaco pulls in dm_control's composer).
-DOMAINS = {
-    "walker": ("envs.domains.walker", "Walker"),
-    "quadruped": ("envs.domains.quadruped", "Quadruped"),
-    "jaco": ("envs.domains.jaco", "Jaco"),
-}
-TASKS = (
-    "walker_stand",
-    "walker_walk",
-    "walker_run",
-    "walker_flip",
-    "quadruped_stand",
-    "quadruped_walk",
-    "quadruped_run",
-    "quadruped_jump",
-    "jaco_reach_top_left",
-    "jaco_reach_top_right",
-    "jaco_reach_bottom_left",
-    "jaco_reach_bottom_right",
-)
+# DOMAINS, TASKS and parse_task live in envs.tasks; importable from here as before.
+__all__ = ["BACKENDS", "DOMAINS", "TASKS", "make_domain", "make_env", "parse_task", "resolve_backend"]
+
 BACKENDS = ("auto", "cpu", "warp")
-
-
-def parse_task(task: str) -> tuple[str, str | None]:
-    """``walker_run`` -> (``walker``, ``walker_run``); ``walker`` -> (``walker``, None)."""
-    if task in DOMAINS:
-        return task, None
-    if task in TASKS:
-        return task.split("_", 1)[0], task
-    known = ", ".join((*DOMAINS, *TASKS))
-    raise ValueError(f"unknown task {task!r}; known tasks and domains: {known}")
 
 
 def make_domain(task: str):

@@ -83,10 +83,7 @@ def bench_ceiling(task: str, num_envs: int, budget: float) -> float:
 
 def bench_dm_control(domain_name: str, budget: float) -> float | None:
     if DMC_TASK[domain_name] is None:
-        import sys
-
-        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-        from dmc_tasks import make_dmc_env
+        from envs.reference.dmc_tasks import make_dmc_env  # jaco's reach is no suite task
 
         env = make_dmc_env("jaco_reach_top_left")
     else:

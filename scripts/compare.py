@@ -24,9 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from urlb.report.report import PROTOCOL_FIELDS, ReportError, build_report, markdown, write_csv  # noqa: E402
+from urlb.report.report import PROTOCOL_FIELDS, ReportError, build_report, markdown, write_csv
 
 
 def main() -> int:

@@ -1,21 +1,22 @@
 """Warp backend on CUDA: throughput from 1k to 16k worlds, with and without graph
-capture, and a parity check of CUDA against the cpu backend on URLB's recorded
-rollouts. Run by scripts/gpu_check.sh; prints a markdown table.
+capture, and a parity check of CUDA against URLB's recorded rollouts
+(``envs.reference.oracle``). Needs a CUDA GPU; run by scripts/gpu_check.sh, or alone:
+
+    python scripts/gpu_bench.py                                  # walker, quadruped, jaco; 1k-16k worlds
+    python scripts/gpu_bench.py --domains walker --num-envs 4096 --steps 50
+
+Prints the parity errors and a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from envs import make_env  # noqa: E402
+from envs import make_env
 
 
 def throughput(task: str, num_envs: int, graph: bool, steps: int) -> tuple[float, float]:
@@ -40,7 +41,7 @@ def throughput(task: str, num_envs: int, graph: bool, steps: int) -> tuple[float
 
 def parity(task: str) -> float:
     """Largest relative observation error of CUDA warp against URLB's recorded rollout."""
-    from oracle import Oracle
+    from envs.reference.oracle import Oracle
 
     oracle = Oracle(task)
     rows = oracle.transitions(stride=5)
@@ -54,7 +55,9 @@ def parity(task: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--domains", nargs="+", default=["walker", "quadruped", "jaco"])
     parser.add_argument("--num-envs", nargs="+", type=int, default=[1024, 4096, 16384])
     parser.add_argument("--steps", type=int, default=100)

@@ -14,23 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 
 def main() -> None:
-    from hydra.utils import instantiate
+    # Headless rendering for the video, set before anything imports MuJoCo's GL layer.
+    os.environ.setdefault("MUJOCO_GL", "egl")
     from omegaconf import OmegaConf
 
     from envs import make_env
     from urlb.data.checkpoint import load_snapshot
-    from urlb.experiment import observe_pose
     from urlb.measure.skills import (
         coverage,
         goal_reaching,
@@ -39,6 +34,8 @@ def main() -> None:
         skill_rollouts,
         skill_video,
     )
+    from urlb.run.build import build_agent
+    from urlb.run.plan import observe_pose
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,9 +57,10 @@ def main() -> None:
     config, domain, frames = snapshot["config"], snapshot["domain"], snapshot["frames"]
     out = args.out or Path(config["run_dir"]) / "skills" / f"report_{frames}"
     out.mkdir(parents=True, exist_ok=True)
-    pose = observe_pose(OmegaConf.create(config["agent"]))
+    pose = observe_pose(OmegaConf.create(config))
     probe = make_env(domain, 1, backend=args.backend, seed=args.seed, observe_pose=pose)
-    agent = instantiate(OmegaConf.create(config["agent"]), obs_dim=probe.obs_dim, action_dim=probe.action_dim)
+    # build_agent accepts only the project's own agent classes: the snapshot names no code.
+    agent = build_agent(OmegaConf.create(config["agent"]), probe, probe.device)
     agent.load_state_dict(snapshot["agent"])
     agent.eval()
     model = agent.reward_model

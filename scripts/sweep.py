@@ -23,9 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from urlb.run.sweep import LAUNCHERS, SweepError, SweepSpec, run_sweep, summary  # noqa: E402
+from urlb.run.sweep import LAUNCHERS, SweepError, SweepSpec, run_sweep, summary
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from envs import make_env
 from urlb.data.checkpoint import save_snapshot
 from urlb.data.datasets import episode_boundaries, read_dataset
-from urlb.experiment import build_agent
+from urlb.run.build import build_agent
 from urlb.run.collect import RandomPolicy, collect_dataset, collect_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def config(tmp_path: Path, *overrides: str):
 
 
 def pretrained_snapshot(path: Path, agent: str = "diayn", domain: str = "walker") -> Path:
-    """A snapshot as ``urlb.experiment.pretrain`` writes it, of an untrained debug-sized agent."""
+    """A snapshot as ``urlb.run.pretrain`` writes it, of an untrained debug-sized agent."""
     with initialize_config_dir(config_dir=CONFIGS, version_base=None):
         cfg = compose("pretrain", overrides=[f"agent={agent}", "preset=debug"])
     env = make_env(domain, 1, backend="cpu", device="cpu")

@@ -15,10 +15,10 @@ from urlb.data.datasets import (
     _manifest_checksum,
     _sha256,
     episode_boundaries,
-    export_minari,
     read_dataset,
     write_dataset,
 )
+from urlb.data.minari_export import export_minari
 from urlb.data.replay import ReplayBuffer
 
 META = {"domain": "walker", "agent": "random", "frames": 60, "seed": 0}

@@ -176,6 +176,46 @@ def test_progress_before_any_frames_and_silent_console(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def _eta_lines(clock, logger, phases, log_every=1000):
+    """Log as the online loop does (``time/updates``, then a progress line) every ``log_every``
+    frames through ``phases``: ``(frames, frames per second, updates per frame)``."""
+    frame, updates = 0, 0
+    for frames, fps, updates_per_frame in phases:
+        for _ in range(frames // log_every):
+            clock.now += log_every / fps
+            frame += log_every
+            updates += int(log_every * updates_per_frame)
+            logger.log("time", {"fps": fps, "updates": updates}, frame)
+            logger.progress(frame)
+    logger.close()
+
+
+def test_eta_does_not_extrapolate_seed_frames_issue_23(tmp_path, capsys):
+    """Issue 23: the README's first command printed "ETA 21m" during the 4,000 seed frames (random
+    actions at ~1,600 fps) and "ETA 111h" at the first update. Seed frames give no ETA now, and the
+    first ETA is the update phase's own, whatever the window held before."""
+    clock = FakeClock()
+    logger = Logger(tmp_path, 2_000_000, use_tensorboard=False, label="pretrain", clock=clock)
+    _eta_lines(clock, logger, [(4_000, 1_600, 0.0), (6_000, 5.0, 0.5)])
+    lines = capsys.readouterr().err.splitlines()
+    seed = [line for line in lines if int(line.split()[1].split("/")[0].replace(",", "")) <= 4_000]
+    assert seed and all(line.endswith("ETA ? (no update yet)") for line in seed)
+    update_etas = [line.rsplit("ETA ", 1)[1] for line in lines[len(seed) :]]
+    assert update_etas[0] == format_duration((2_000_000 - 5_000) / 5.0)  # 110h50m00s
+    assert update_etas[-1] == format_duration((2_000_000 - 10_000) / 5.0)
+
+
+def test_first_eta_after_seed_frames_ignores_them_inside_the_window(tmp_path, capsys):
+    # Many worlds: the seed frames and the first update-phase frames fit in one 30 s window; the
+    # rate at the first update-phase line must still be the update phase's 50 fps, not a blend.
+    clock = FakeClock()
+    logger = Logger(tmp_path, 1_000_000, use_tensorboard=False, clock=clock, fps_window_s=30.0)
+    _eta_lines(clock, logger, [(4_000, 1_000, 0.0), (1_000, 50, 0.5)])
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "| 50 fps |" in last
+    assert last.endswith(f"ETA {format_duration((1_000_000 - 5_000) / 50)}")
+
+
 @pytest.mark.parametrize(("seconds", "text"), [(42.4, "42s"), (2334, "38m54s"), (11112, "3h05m12s")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text

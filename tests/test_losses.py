@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from agents.actor_critic import critic_loss
 from agents.base import RewardModel
-from agents.ddpg import critic_loss, td_target
+from agents.ddpg import td_target
 from agents.parts.nets import TruncatedNormal, gaussian_log_prob_tanh, soft_update
 from agents.sac import SACAgent, random_heads, soft_td_target, temperature_loss
 
@@ -104,7 +105,7 @@ def test_default_sac_keeps_its_two_head_critic_and_soft_target(monkeypatch):
         q1, q2 = agent.critic_target(next_observation, next_action)
     alpha = agent.log_alpha.exp().detach()  # 0.1, up to rounding
     expected = reward + discount * (torch.min(q1, q2) - alpha * log_prob.detach())
-    monkeypatch.setattr("agents.sac.critic_step", lambda agent, o, a, target: {"target": target})
+    monkeypatch.setattr(SACAgent, "critic_step", lambda agent, o, a, target: {"target": target})
     torch.manual_seed(1)
     target = agent.update_critic(observation, action, reward, discount, next_observation)["target"]
     torch.testing.assert_close(target, expected, rtol=0, atol=0)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from agents.metra import METRA, constraint_penalty, dual_loss, metra_reward, representation_loss, unit_skills
+from agents.metra import METRA, constraint_penalty, dual_loss, metra_reward, representation_loss
+from agents.parts.skills import unit_sphere as unit_skills
 from agents.sac import SACAgent
 
 

@@ -16,9 +16,10 @@ from agents.pdt import PDTAgent
 from envs import make_env
 from urlb.data.checkpoint import checkpoint_path, load_snapshot
 from urlb.data.datasets import DatasetSampler
-from urlb.loop.offline import OfflineRunner, OfflineSchedule, check_dataset, is_dataset_agent
+from urlb.loop.offline import OfflineLoop, OfflineSchedule, check_dataset
 from urlb.measure.logging import Logger
 from urlb.run.collect import RandomPolicy, collect_dataset
+from urlb.run.spec import agent_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_dim=16, batch_size=8, context_length=3, eval_context_length=2, z_dim=3, num_layers=1)
@@ -36,7 +37,7 @@ def sampler(tmp_path_factory) -> DatasetSampler:
     return DatasetSampler.load(path)
 
 
-def offline_runner(run_dir: Path, sampler, total: int, snapshots: list) -> OfflineRunner:
+def offline_runner(run_dir: Path, sampler, total: int, snapshots: list) -> OfflineLoop:
     torch.manual_seed(0)
     eval_env = make_env("walker", 2, backend="cpu", device="cpu", seed=0)
     eval_env.episode_steps = 5  # short zero-shot episodes
@@ -44,9 +45,8 @@ def offline_runner(run_dir: Path, sampler, total: int, snapshots: list) -> Offli
     schedule = OfflineSchedule(total, eval_every_updates=3, log_every_updates=2, checkpoint_every_updates=3)
     schedule.snapshot_updates = (3, 6)  # set after the check: a "killed" run stops at 4
     record = {"agent": "pdt", "domain": "walker", "seed": 0, "phase": "pretrain", "frames": len(sampler)}
-    runner = OfflineRunner(eval_env, agent, sampler, schedule, run_dir, 0, record, snapshots.append)
-    runner.logger = Logger(run_dir, total, use_tensorboard=False, console=False)
-    return runner
+    logger = Logger(run_dir, total, use_tensorboard=False, console=False)
+    return OfflineLoop(eval_env, agent, sampler, logger, schedule, run_dir, 0, record, snapshots.append)
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -76,7 +76,8 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tmp_path, sampler
     killed = offline_runner(tmp_path / "killed", sampler, 4, [])  # checkpoint at 3, records at 3 and 4
     killed.run()
     resumed = offline_runner(tmp_path / "killed", sampler, 6, [])
-    assert resumed.resume() and resumed.updates == 3
+    resumed.restore(load_snapshot(checkpoint_path(tmp_path / "killed")))
+    assert resumed.updates == 3
     assert {r["updates"] for r in records(tmp_path / "killed")} == {3}  # the killed run's 4 is redone
     resumed.run()
     assert records(tmp_path / "killed") == records(tmp_path / "whole")
@@ -99,7 +100,7 @@ def test_dataset_checks(sampler):
 
 
 def test_pretrain_refuses_a_dataset_agent_without_dataset_and_an_online_agent_with_one():
-    from urlb.experiment import pretrain
+    from urlb.run.pretrain import main as pretrain
     from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
@@ -113,6 +114,6 @@ def test_pretrain_refuses_a_dataset_agent_without_dataset_and_an_online_agent_wi
         ):
             cfg = compose("pretrain", overrides=[*overrides, "preset=debug"], return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)
-            assert is_dataset_agent(cfg.agent) == (overrides[0] == "agent=pdt")
+            assert agent_spec("any", cfg.agent).pretrains_offline == (overrides[0] == "agent=pdt")
             with pytest.raises(ValueError, match=error):
                 pretrain(cfg)

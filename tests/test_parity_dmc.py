@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dmc_tasks import flatten, get_state, make_dmc_env, native_action, set_state
 
 from envs import TASKS, make_env
+from envs.reference.dmc_tasks import flatten, get_state, make_dmc_env, native_action, set_state
 
 RECORD_STEPS = (0, 2, 25, 100, 200)
 EPISODES = 3

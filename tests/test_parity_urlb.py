@@ -10,9 +10,9 @@ import mujoco
 import numpy as np
 import pytest
 import torch
-from oracle import Oracle
 
 from envs import TASKS, make_env
+from envs.reference.oracle import Oracle
 from envs.registry import make_domain
 
 

@@ -259,7 +259,7 @@ def test_pretrain_and_finetune_updates():
     assert not torch.equal(agent.return_head.mean.weight, return_head["mean.weight"])
     metrics = agent.update(source, 2)
     assert "return_nll" in metrics and not torch.equal(agent.transformer.blocks[0].qkv.weight, transformer)
-    assert int(agent.finetune_updates) == 3 and agent.replay_nstep("finetune") == 2 * K
+    assert int(agent.finetune_updates) == 3 and type(agent).sequence_window({"context_length": K}) == 2 * K
 
 
 def test_init_from_transfers_everything_but_the_return_predictor():

@@ -224,12 +224,12 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline:
         path = checkpoint_path(killed)
-        if path.exists() and load_snapshot(path)["frame"] >= 1200:
+        if path.exists() and load_snapshot(path)["clock"] >= 1200:
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert load_snapshot(checkpoint_path(killed))["frame"] < 2000, "the run finished before it was killed"
+    assert load_snapshot(checkpoint_path(killed))["clock"] < 2000, "the run finished before it was killed"
 
     entry("pretrain.py", *common, f"run_dir={killed}", "resume=true")
     resumed, reference = records(killed), records(whole)
@@ -429,24 +429,24 @@ def test_a_fresh_run_never_appends_to_an_old_runs_records(tmp_path):
     without a checkpoint (a run killed before its first one) redoes the records from 0."""
     from omegaconf import OmegaConf
 
-    from urlb.experiment import run
+    from urlb.run.execute import execute
 
-    class Runner:
-        evaluators, frame = (), 0
-
-        def resume(self):
-            return False
+    class Loop:
+        clock_key, clock = "frames", 1000
 
         def run(self):
             (tmp_path / "eval.jsonl").write_text('{"frames": 1000}\n')
             return {}
 
     (tmp_path / "eval.jsonl").write_text('{"frames": 1000}\n')
-    cfg = OmegaConf.create({"resume": False, "tensorboard": False, "console": False})
+    plan = OmegaConf.create(
+        {"run_dir": str(tmp_path), "resume": False, "tensorboard": False, "console": False}
+    )
     with pytest.raises(ValueError, match="already holds a run.*resume=true"):
-        run(Runner(), cfg, tmp_path, 1000, "finetune")
-    cfg.resume = True
-    run(Runner(), cfg, tmp_path, 1000, "finetune")
+        execute(plan, lambda logger: Loop(), 1000, "finetune", {})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval.jsonl"]  # refused before writing
+    plan.resume = True
+    execute(plan, lambda logger: Loop(), 1000, "finetune", {})
     assert (tmp_path / "eval.jsonl").read_text().splitlines() == ['{"frames": 1000}']
 
 
@@ -495,12 +495,17 @@ def test_pixel_agents_pretrain_then_finetune(tmp_path):
     assert not torch.equal(pretrained["actor.trunk.0.weight"], finetuned["actor.trunk.0.weight"])
     assert (tmp_path / "pre" / "metra" / "skills" / "coverage.jsonl").exists()
     # A pixel snapshot finetuned on states is refused by name.
-    from urlb.experiment import load_pretrained
+    from hydra.core.hydra_config import HydraConfig
+
+    from urlb.run.finetune import load_pretrained
+    from urlb.run.plan import build_plan
     from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
     path = snapshots / "ddpg" / "jaco_pixels" / "seed_1" / "snapshot_600.pt"
     with initialize_config_dir(config_dir=CONFIGS, version_base=None):
-        cfg = compose("finetune", overrides=["agent=ddpg", "task=jaco_reach_top_left", f"snapshot={path}"])
+        overrides = ["agent=ddpg", "task=jaco_reach_top_left", f"snapshot={path}"]
+        cfg = compose("finetune", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
     with pytest.raises(ValueError, match="finetune with obs=pixels"):
-        load_pretrained(cfg, "ddpg", "jaco", env=None)
+        load_pretrained(build_plan(cfg, "finetune", "ddpg")[0], env=None)

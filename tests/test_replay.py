@@ -274,15 +274,15 @@ def test_real_rollout():
 
 
 def test_a_ring_that_does_not_fit_is_refused_before_allocation(monkeypatch):
-    import urlb.data.replay as replay_module
+    import urlb.data.memory as memory_module
 
     replay = ReplayBuffer(capacity=1000, num_envs=2, device="cpu", nstep=1)
     # 500 steps x 2 worlds x (3 + 1 + 3 + 2 floats + 2 bools) = 1000 x 38 bytes
-    monkeypatch.setattr(replay_module, "available_memory", lambda device: 20_000)
+    monkeypatch.setattr(memory_module, "available_memory", lambda device: 20_000)
     no = torch.zeros(2, dtype=torch.bool)
     message = r"needs 0\.0 GiB \(1000 transitions of 38 bytes\).*replay\.capacity=421\)"
     with pytest.raises(ValueError, match=message):
         replay.add(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 3), torch.zeros(2, 2), no, no)
-    monkeypatch.setattr(replay_module, "available_memory", lambda device: 40_000)
+    monkeypatch.setattr(memory_module, "available_memory", lambda device: 40_000)
     replay.add(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 3), torch.zeros(2, 2), no, no)
     assert len(replay) == 2

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from urlb.measure.evaluate import EXPERT_SCORES
+from envs.tasks import EXPERT_SCORES
 from urlb.report.metrics import iqm
-from urlb.report.report import ReportError, build_report, markdown
+from urlb.report.report import build_report
+from urlb.report.runs import ReportError
+from urlb.report.tables import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 WALKER = ["walker_stand", "walker_walk", "walker_run", "walker_flip"]

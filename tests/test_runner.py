@@ -11,7 +11,7 @@ import torch
 from agents.ddpg import DDPGAgent
 from envs import make_env
 from urlb.data.replay import ReplayBuffer
-from urlb.loop.online import NonFiniteLossError, OnlineRunner, Schedule, crossed
+from urlb.loop.online import NonFiniteLossError, OnlineLoop, Schedule, crossed
 from urlb.measure.logging import Logger
 
 
@@ -30,12 +30,12 @@ def make_runner(tmp_path, total=600, updates_per_frame=0.5, snapshots=(), write_
         checkpoint_every_frames=0,
         snapshot_frames=tuple(snapshots),
     )
-    runner = OnlineRunner(
+    runner = OnlineLoop(
         env,
         eval_env,
         agent,
         replay,
-        None,
+        Logger(tmp_path, total, use_tensorboard=False, console=False),
         schedule,
         tmp_path,
         seed=0,
@@ -43,7 +43,6 @@ def make_runner(tmp_path, total=600, updates_per_frame=0.5, snapshots=(), write_
         task="walker_stand",
         write_snapshot=write_snapshot,
     )
-    runner.logger = Logger(tmp_path, total, use_tensorboard=False, console=False)
     return runner
 
 

@@ -180,12 +180,12 @@ def test_half_of_each_minibatch_is_prior_data(sampler):
     expected = {"critic_loss", "actor_loss", "alpha", "reward_model_loss", "rnd_loss", "bonus"}
     assert expected <= set(metrics)
     assert all(v.dim() == 0 and math.isfinite(float(v)) for v in metrics.values())
-    assert agent.replay_nstep("finetune") == 2 * H - 1
+    assert type(agent).sequence_window({"horizon": H}) == 2 * H - 1
 
 
 # -- the high-level SAC: RLPD's critic -------------------------------------------------------------
 def test_high_level_critic_is_a_ten_network_layer_norm_ensemble():
-    from agents.sac import EnsembleCritic, EnsembleLayerNorm, EnsembleLinear
+    from agents.parts.critics import EnsembleCritic, EnsembleLayerNorm, EnsembleLinear
 
     high = tiny_agent().high
     assert isinstance(high.critic, EnsembleCritic) and high.num_critics == 10
@@ -225,7 +225,7 @@ def test_high_level_target_is_r_plus_g_min_over_two_fresh_heads(monkeypatch):
         return drawn[-1][2]
 
     monkeypatch.setattr(agents.sac, "random_heads", recording)
-    monkeypatch.setattr(agents.sac, "critic_step", lambda agent, o, a, target: {"target": target})
+    monkeypatch.setattr(agents.sac.SACAgent, "critic_step", lambda agent, o, a, target: {"target": target})
     reward, discount = torch.randn(B), torch.full((B,), 0.99)
     minima = []
     for _ in range(30):

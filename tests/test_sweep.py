@@ -19,9 +19,11 @@ from unittest import mock
 
 import pytest
 
-from urlb.report.report import build_report, markdown
+from urlb.data.records import mark_complete
+from urlb.report.report import build_report
+from urlb.report.tables import markdown
 from urlb.run import sweep
-from urlb.run.sweep import Job, Protocol, SweepError, SweepSpec, cartesian_blocks, job_state, mark_complete
+from urlb.run.sweep import Job, Protocol, SweepError, SweepSpec, cartesian_blocks, job_state
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = Protocol(pretrain_frames=1000, snapshot_frames=(1000,), finetune_frames=500)

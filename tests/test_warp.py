@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from oracle import Oracle
 
 from envs import make_env
 from envs.backends.warp import warp_cache_dir
+from envs.reference.oracle import Oracle
 
 pytestmark = pytest.mark.warp
 

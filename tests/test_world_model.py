@@ -29,7 +29,7 @@ from agents.parts.world_model import (
 )
 from envs import make_env
 from urlb.data.replay import ReplayBuffer
-from urlb.loop.online import OnlineRunner, Schedule
+from urlb.loop.online import OnlineLoop, Schedule
 from urlb.measure.logging import Logger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ def test_latent_reward_models_train_and_reward_imagined_transitions(name):
     agent = instantiate(
         cfg.agent, obs_dim=OBS, action_dim=ACT, **{k: v for k, v in TINY.items() if k != "hidden_dim"}
     )
-    replay = ReplayBuffer(200, 2, "cpu", nstep=agent.replay_nstep("pretrain"))
+    replay = ReplayBuffer(200, 2, "cpu", nstep=agent.batch_length)
     for _ in range(20):
         no = torch.zeros(2, dtype=torch.bool)
         replay.add(
@@ -283,26 +283,25 @@ def test_latent_reward_models_train_and_reward_imagined_transitions(name):
 
 
 # -- a run with carried latents -------------------------------------------------------------------
-def dreamer_runner(run_dir: Path, total: int) -> OnlineRunner:
+def dreamer_runner(run_dir: Path, total: int) -> OnlineLoop:
     torch.manual_seed(0)
     env = make_env("walker_stand", 2, backend="cpu", seed=0)
     eval_env = make_env("walker_stand", 2, backend="cpu", seed=0)
     env.episode_steps = eval_env.episode_steps = 30  # short episodes: latents reset mid-run
     agent = DreamerAgent(env.obs_dim, env.action_dim, **TINY)
-    replay = ReplayBuffer(2000, 2, "cpu", nstep=agent.replay_nstep("finetune"))
+    replay = ReplayBuffer(2000, 2, "cpu", nstep=agent.batch_length)
     schedule = Schedule(
         total_frames=total,
         seed_frames=40,
-        updates_per_frame=agent.updates_per_frame,
+        updates_per_frame=DreamerAgent.own_update_ratio(TINY),
         eval_every_frames=100_000,
         log_every_frames=100,
         checkpoint_every_frames=0,
     )
-    runner = OnlineRunner(
-        env, eval_env, agent, replay, None, schedule, run_dir, seed=0, record={}, task="walker_stand"
+    logger = Logger(run_dir, total, use_tensorboard=False, console=False)
+    return OnlineLoop(
+        env, eval_env, agent, replay, logger, schedule, run_dir, seed=0, record={}, task="walker_stand"
     )
-    runner.logger = Logger(run_dir, total, use_tensorboard=False, console=False)
-    return runner
 
 
 def test_checkpoint_round_trip_continues_with_the_same_latents(tmp_path):
@@ -331,7 +330,7 @@ def test_checkpoint_round_trip_continues_with_the_same_latents(tmp_path):
 @pytest.mark.gpu
 def test_dreamer_acts_and_learns_on_cuda_from_a_cuda_replay():
     agent = tiny_agent().to("cuda")
-    replay = ReplayBuffer(200, 2, "cuda", nstep=agent.replay_nstep("pretrain"))
+    replay = ReplayBuffer(200, 2, "cuda", nstep=agent.batch_length)
     state = agent.init_state(2, "cuda")
     for _ in range(20):
         no = torch.zeros(2, dtype=torch.bool, device="cuda")
@@ -354,17 +353,18 @@ def test_dreamer_learns_from_rendered_frames(tmp_path):
     env = make_env("walker_stand", 2, backend="cpu", seed=0, pixels=DreamerAgent.pixel_format)
     assert env.obs_dim == (3, 64, 64) and env.action_repeat == 2
     agent = DreamerAgent(env.obs_dim, env.action_dim, **(TINY | {"cnn_depth": 4}))
-    replay = ReplayBuffer(2000, 2, "cpu", nstep=agent.replay_nstep("pretrain"), frame_stack=1)
+    replay = ReplayBuffer(2000, 2, "cpu", nstep=agent.batch_length, frame_stack=1)
     schedule = Schedule(
         total_frames=10_000,
         seed_frames=40,
-        updates_per_frame=agent.updates_per_frame / env.action_repeat,
+        updates_per_frame=DreamerAgent.own_update_ratio(TINY) / env.action_repeat,
         eval_every_frames=100_000,
         log_every_frames=100_000,
         checkpoint_every_frames=0,
     )
-    runner = OnlineRunner(
-        env, env, agent, replay, None, schedule, tmp_path, seed=0, record={}, task="walker_stand"
+    logger = Logger(tmp_path, 10_000, use_tensorboard=False, console=False)
+    runner = OnlineLoop(
+        env, env, agent, replay, logger, schedule, tmp_path, seed=0, record={}, task="walker_stand"
     )
     runner.start()
     before = copy.deepcopy(agent.encoder.state_dict())

@@ -52,13 +52,36 @@ class RunningMeanStd(nn.Module):
         return out if clip is None else out.clamp(-clip, clip)
 
 
-def knn_distances(source: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
-    """``(B, k)`` Euclidean distances from each row of ``source`` to its ``k`` nearest rows of
-    ``target``, nearest first. With ``target is source`` a particle is its own nearest
-    neighbour (distance 0), as in URLB and CIC, whose rewards this reproduces."""
+KNN_DISTANCES = ("exact", "cdist")
+
+
+def knn_distances(source: torch.Tensor, target: torch.Tensor, k: int, method: str = "exact") -> torch.Tensor:
+    """``(B, k)`` Euclidean distances from each row of ``source`` ``(B, D)`` to its ``k``
+    nearest rows of ``target`` ``(M, D)``, nearest first. With ``target is source`` a particle
+    is its own nearest neighbour (distance 0), as in URLB and CIC, whose rewards this
+    reproduces.
+
+    ``method``:
+
+    * ``exact`` (default): the norms of the differences, as URLB's ``PBE``, ProtoRL's queue and
+      CIC's ``compute_apt_reward`` take them (a particle's self-distance is exactly 0). They
+      materialise all ``(B, M, D)`` differences; here ``torch.cdist`` shortlists the ``2k``
+      nearest candidates and only their differences are formed and measured, which gives
+      the same ``k`` values unless more than ``k`` rows sit within cdist's rounding (about
+      1e-3) of the k-th distance, at cdist's speed.
+    * ``cdist``: ``torch.cdist``'s distances themselves. Above 25 rows it computes
+      ``sqrt(|x|^2 + |y|^2 - 2 x.y)``, whose rounding gives a particle a self-distance of
+      order 1e-3 and moves small distances (issue 17).
+    """
+    if method not in KNN_DISTANCES:
+        raise ValueError(f"knn distance method must be one of {KNN_DISTANCES}, got {method!r}")
     if target.shape[0] < k:
         raise ValueError(f"k={k} nearest neighbours need at least {k} particles, got {target.shape[0]}")
-    distances = torch.cdist(source, target)
+    approximate = torch.cdist(source, target)
+    if method == "cdist":
+        return approximate.topk(k, dim=1, largest=False, sorted=True).values
+    shortlist = approximate.topk(min(2 * k, target.shape[0]), dim=1, largest=False).indices  # (B, 2k)
+    distances = torch.norm(source[:, None, :] - target[shortlist], dim=-1, p=2)
     return distances.topk(k, dim=1, largest=False, sorted=True).values
 
 
@@ -71,21 +94,32 @@ class ParticleEntropy(nn.Module):
     over the batch's own particles, where ``c`` is a running statistic of the distances:
     their running mean (``normaliser="mean"``: URLB's APT and APS), their running variance
     (``"variance"``: CIC's released code, whose ``moving_std`` is the variance) or 1
-    (``None``: URLB's ICM-APT).
+    (``None``: URLB's ICM-APT). ``distance``: how distances are computed
+    (:func:`knn_distances`; ``exact`` is URLB's).
     """
 
-    def __init__(self, k: int = 12, average: bool = True, normaliser: str | None = "mean", clip: float = 0.0):
+    def __init__(
+        self,
+        k: int = 12,
+        average: bool = True,
+        normaliser: str | None = "mean",
+        clip: float = 0.0,
+        distance: str = "exact",
+    ):
         super().__init__()
         if normaliser not in (None, "mean", "variance"):
             raise ValueError(f"normaliser must be None, 'mean' or 'variance'; got {normaliser!r}")
         if k < 1 or clip < 0:
             raise ValueError(f"k must be >= 1 and clip >= 0; got k={k}, clip={clip}")
+        if distance not in KNN_DISTANCES:
+            raise ValueError(f"distance must be one of {KNN_DISTANCES}, got {distance!r}")
         self.k, self.average, self.normaliser, self.clip = k, average, normaliser, clip
+        self.distance = distance
         self.stats = RunningMeanStd(())
 
     @torch.no_grad()
     def forward(self, particles: torch.Tensor) -> torch.Tensor:
-        distances = knn_distances(particles, particles, self.k)
+        distances = knn_distances(particles, particles, self.k, self.distance)
         if not self.average:
             distances = distances[:, -1:]
         if self.normaliser is not None:

@@ -61,9 +61,29 @@ def clipped_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, max_norm:
     return norm
 
 
+class Randomness:
+    """Where an agent draws the random numbers of its updates and exploration: torch's
+    default generator. The one override is the reference-parity tests
+    (``tests/reference``), which substitute a source serving the draws recorded from
+    URLB's own code so that a replayed update is compared exactly (issue 17). Agents hold
+    one as their ``randomness`` attribute."""
+
+    def normal(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Standard normal draws of ``shape`` with ``like``'s dtype and device."""
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+
+    def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """``torch.multinomial(probs, num_samples)``: indices ``(*probs.shape[:-1], num_samples)``."""
+        return torch.multinomial(probs, num_samples)
+
+
+TORCH_RANDOMNESS = Randomness()
+
+
 class TruncatedNormal(torch.distributions.Normal):
     """DrQ-v2 / URLB's exploration distribution: a Gaussian whose samples are clipped to
-    [-1, 1] with a straight-through gradient, and whose noise can be clipped at ``clip``."""
+    [-1, 1] with a straight-through gradient, and whose noise can be clipped at ``clip``.
+    ``sample`` draws its noise from ``randomness`` (:class:`Randomness`)."""
 
     def __init__(self, loc: torch.Tensor, scale: float | torch.Tensor, low=-1.0, high=1.0, eps=1e-6):
         super().__init__(loc, torch.as_tensor(scale, dtype=loc.dtype, device=loc.device).expand_as(loc))
@@ -73,9 +93,8 @@ class TruncatedNormal(torch.distributions.Normal):
         clamped = x.clamp(self.low + self.eps, self.high - self.eps)
         return x - x.detach() + clamped.detach()
 
-    def sample(self, clip: float | None = None) -> torch.Tensor:
-        shape = self._extended_shape()
-        noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device) * self.scale
+    def sample(self, clip: float | None = None, randomness: Randomness = TORCH_RANDOMNESS) -> torch.Tensor:
+        noise = randomness.normal(self._extended_shape(), self.loc) * self.scale
         if clip is not None:
             noise = noise.clamp(-clip, clip)
         return self._clamp(self.loc + noise)

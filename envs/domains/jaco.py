@@ -29,6 +29,7 @@ import torch
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_slice
 from envs.rewards import tolerance
+from envs.tasks import domain_tasks
 
 CORNERS = {
     "jaco_reach_top_left": (-0.09, 0.09),
@@ -95,7 +96,7 @@ def build_model() -> mujoco.MjModel:
 
 class Jaco(Domain):
     name = "jaco"
-    tasks = tuple(CORNERS)
+    tasks = domain_tasks("jaco")
     primal_task = "jaco_reach_top_left"
     control_timestep = 0.04
     episode_steps = 250

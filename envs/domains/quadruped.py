@@ -17,6 +17,7 @@ import torch
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_columns, sensor_slice
 from envs.rewards import tolerance
+from envs.tasks import domain_tasks
 
 WALK_SPEED = 0.5  # dm_control _WALK_SPEED
 RUN_SPEED = 5.0  # dm_control _RUN_SPEED
@@ -29,7 +30,7 @@ _S = mujoco.mjtSensor
 
 class Quadruped(Domain):
     name = "quadruped"
-    tasks = ("quadruped_stand", "quadruped_walk", "quadruped_run", "quadruped_jump")
+    tasks = domain_tasks("quadruped")
     primal_task = "quadruped_walk"
     control_timestep = 0.02
     episode_steps = 1000

@@ -14,6 +14,7 @@ import torch
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_slice
 from envs.rewards import tolerance
+from envs.tasks import domain_tasks
 
 STAND_HEIGHT = 1.2  # dm_control _STAND_HEIGHT
 WALK_SPEED = 1.0  # dm_control _WALK_SPEED
@@ -23,7 +24,7 @@ SPIN_SPEED = 5.0  # URLB walker flip _SPIN_SPEED
 
 class Walker(Domain):
     name = "walker"
-    tasks = ("walker_stand", "walker_walk", "walker_run", "walker_flip")
+    tasks = domain_tasks("walker")
     primal_task = "walker_stand"
     control_timestep = 0.025
     episode_steps = 1000

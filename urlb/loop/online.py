@@ -1,35 +1,31 @@
-"""The one online loop: collect -> replay -> update -> evaluate -> snapshot.
+"""The online loop: collect -> replay -> update -> evaluate -> snapshot.
 
-``pretrain.py`` and ``finetune.py`` build the parts (env, eval env, agent, replay,
-logger) and hand them to :class:`OnlineRunner`; tests hand it small ones. Frames count
-control steps across all worlds, as URLB's: an iteration steps every world once and adds
-``num_envs * action_repeat`` frames (pixel envs repeat each action: URLB's 2). Updates
-follow an explicit update-to-data ratio (``updates_per_frame``; URLB's one update every 2
-env steps is 0.5 for states, 0.25 for pixels at repeat 2), counted with a carried
-fractional credit so any ratio and world count give the right total.
+``urlb.run`` builds the parts (env, eval env, agent, replay, logger) and hands them to
+:class:`OnlineLoop`; tests hand it small ones. Frames count control steps across all worlds,
+as URLB's: an iteration steps every world once and adds ``num_envs * action_repeat`` frames
+(pixel envs repeat each action: URLB's 2). Updates follow an explicit update-to-data ratio
+(``updates_per_frame``; URLB's one update every 2 env steps is 0.5 for states, 0.25 for pixels
+at repeat 2), counted with a carried fractional credit so any ratio and world count give the
+right total.
 
 A checkpoint (every ``checkpoint_every_frames``, atomic) holds everything the loop reads
 (agent and optimisers, replay, env physics, step counters and reset RNGs, carried agent
-state, the torch RNG, counters), so ``resume`` continues a killed run exactly.
+state, the torch RNG, counters), so a resume continues a killed run exactly.
+
+Imports: urlb.loop.base (and through it urlb.data, urlb.measure); no agent.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
+from tensordict import TensorDict
 
-from urlb.data.checkpoint import checkpoint_path, load_snapshot, save_snapshot
-from urlb.measure.evaluate import EXPERT_SCORES, append_record, evaluate, normalised_score
+from urlb.loop.base import Loop, NonFiniteLossError, check_finite, crossed
 
-
-class NonFiniteLossError(RuntimeError):
-    """An update produced NaN or inf; the run stops and keeps its last good snapshot."""
+__all__ = ["NonFiniteLossError", "OnlineLoop", "Schedule", "check_finite", "crossed"]
 
 
 @dataclass
@@ -45,25 +41,19 @@ class Schedule:
     snapshot_frames: tuple[int, ...] = field(default_factory=tuple)
 
 
-def check_finite(metrics: dict[str, torch.Tensor], where: str) -> None:
-    """Stop on a NaN or inf metric, naming it and ``where`` (one host sync: called at log,
-    snapshot and checkpoint time, by the online and the offline loop)."""
-    if not metrics:
-        return
-    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()])
-    if not bool(torch.isfinite(values).all()):
-        bad = [k for k, v in zip(metrics, values.tolist(), strict=True) if not math.isfinite(v)]
-        raise NonFiniteLossError(
-            f"non-finite {', '.join(bad)} at {where}; the last good snapshot and checkpoint are kept"
-        )
+class OnlineLoop(Loop):
+    """Trains ``agent`` on ``env`` through ``replay`` on ``schedule``.
 
+    Args (besides :class:`urlb.loop.base.Loop`'s):
+        env: the training env (``num_envs`` worlds).
+        replay: a :class:`urlb.data.replay.ReplayBuffer` sized for ``env``.
+        schedule: a :class:`Schedule`.
+        store_physics: store each transition's physics state (datasets: ExORL-style
+            relabelling, goals).
+    """
 
-def crossed(previous: int, current: int, every: int) -> bool:
-    """Whether a multiple of ``every`` lies in ``(previous, current]``."""
-    return every > 0 and previous // every != current // every
+    clock_key = "frames"
 
-
-class OnlineRunner:
     def __init__(
         self,
         env,
@@ -72,36 +62,25 @@ class OnlineRunner:
         replay,
         logger,
         schedule: Schedule,
-        run_dir: Path,
+        run_dir,
         seed: int,
         record: dict,
         task: str | None = None,
-        write_snapshot: Callable[[int], None] | None = None,
+        write_snapshot=None,
         store_physics: bool = False,
-        evaluators: tuple = (),
+        evaluators=(),
     ):
-        self.env, self.eval_env, self.agent, self.replay, self.logger = env, eval_env, agent, replay, logger
-        self.schedule = schedule
-        self.run_dir = Path(run_dir)
-        self.seed = seed
-        self.record = record
-        self.task = task
-        self.write_snapshot = write_snapshot
-        # Physics states ride along in replay (for datasets: ExORL-style relabelling, goals).
+        super().__init__(agent, eval_env, logger, run_dir, seed, record, task, write_snapshot, evaluators)
+        self.env, self.replay, self.schedule = env, replay, schedule
         self.store_physics = store_physics
-        # Extra measurements at each evaluation, e.g. urlb.measure.skills.SkillEvaluator: called as
-        # evaluator(agent, frame, logger) -> metrics; each keeps a JSON-lines file ``records``.
-        self.evaluators = tuple(evaluators)
         self.frame = 0
         self.update_credit = 0.0
-        self.updates = 0
-        self.evaluations = 0
-        self.observation = None
-        self.position = None
-        self.agent_state = None
-        self.episode_return = None
-        self.last_metrics: dict[str, torch.Tensor] = {}
+        self.observation = self.position = self.agent_state = self.episode_return = None
         agent.set_task(None if task is None else env.task_names.index(task))
+
+    @property
+    def clock(self) -> int:
+        return self.frame
 
     @property
     def frames_per_step(self) -> int:
@@ -117,11 +96,9 @@ class OnlineRunner:
         self.episode_return = torch.zeros(self.env.num_envs, len(self.env.task_names), device=self.env.device)
 
     def run(self) -> dict[str, float]:
-        """Run to ``total_frames``; returns the last evaluation's returns."""
         if self.observation is None:
             self.start()
-        schedule = self.schedule
-        last_eval: dict[str, float] = {}
+        schedule, last_eval = self.schedule, {}
         started, started_frame = time.perf_counter(), self.frame
         while self.frame < schedule.total_frames:
             previous = self.frame
@@ -129,16 +106,15 @@ class OnlineRunner:
             self.agent_state = self.agent.adapt(self.replay, self.frame, self.agent_state)
             self.train()
             if crossed(previous, self.frame, schedule.log_every_frames):
-                self.log_training(started, started_frame)
+                self.log_training(started, started_frame, "fps")
             if (
                 crossed(previous, self.frame, schedule.eval_every_frames)
                 or self.frame >= schedule.total_frames
             ):
                 last_eval = self.evaluate()
-            for snapshot_frame in schedule.snapshot_frames:
-                if previous < snapshot_frame <= self.frame and self.write_snapshot is not None:
-                    self.check_finite()
-                    self.write_snapshot(snapshot_frame)
+            for frame in schedule.snapshot_frames:  # named by the frame they stand for
+                if previous < frame <= self.frame:
+                    self.snapshot(frame)
             if crossed(previous, self.frame, schedule.checkpoint_every_frames):
                 self.save_checkpoint()
         self.logger.progress(self.frame, force=True)
@@ -195,108 +171,25 @@ class OnlineRunner:
             self.update_credit -= 1.0
             self.updates += 1
 
-    # -- reporting ----------------------------------------------------------------------------
-    def check_finite(self) -> None:
-        check_finite(self.last_metrics, f"frame {self.frame} (update {self.updates})")
-
-    def log_training(self, started: float, started_frame: int) -> None:
-        self.check_finite()
-        elapsed = time.perf_counter() - started
-        self.logger.log("train", self.last_metrics, self.frame)
-        self.logger.log(
-            "time",
-            {
-                "fps": (self.frame - started_frame) / max(elapsed, 1e-9),
-                "updates": self.updates,
-                "elapsed_s": elapsed,
-            },
-            self.frame,
-        )
-        self.logger.progress(self.frame)
-
-    def evaluate(self) -> dict[str, float]:
-        self.evaluations += 1
-        returns = evaluate(self.eval_env, self.agent, seed=self.seed * 100_003 + self.frame)
-        tasks = [self.task] if self.task is not None else list(returns)
-        metrics = {}
-        for task in tasks:
-            score = normalised_score(task, returns[task]) if task in EXPERT_SCORES else float("nan")
-            append_record(
-                self.run_dir / "eval.jsonl",
-                {
-                    **self.record,
-                    "task": task,
-                    "frames": self.frame,
-                    "return": returns[task],
-                    "normalised_score": score,
-                },
-            )
-            metrics[f"{task}/return"] = returns[task]
-            metrics[f"{task}/normalised_score"] = score
-        if self.task is not None:
-            metrics["return"] = returns[self.task]
-        extra = {"eval/return": returns[tasks[0]]}
-        for evaluator in self.evaluators:
-            measured = evaluator(self.agent, self.frame, self.logger)
-            metrics |= measured
-            extra |= measured
-        self.logger.log("eval", metrics, self.frame)
-        self.logger.progress(self.frame, extra=extra, force=True)
-        return returns
-
     # -- checkpoints --------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def extra_state(self) -> dict:
         return {
-            "frame": self.frame,
             "update_credit": self.update_credit,
-            "updates": self.updates,
-            "evaluations": self.evaluations,
-            "agent": self.agent.training_state(),
             "agent_state": self.agent_state.to_dict(),
             "observation": self.observation,
             "position": self.position,
             "episode_return": self.episode_return,
             "replay": self.replay.state_dict(),
             "env": self.env.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        from tensordict import TensorDict
-
-        self.frame = int(state["frame"])
+    def load_extra_state(self, state: dict) -> None:
+        device = self.env.device
+        self.frame = int(state["clock"])
         self.update_credit = float(state["update_credit"])
-        self.updates = int(state["updates"])
-        self.evaluations = int(state["evaluations"])
-        self.agent.load_training_state(state["agent"])
-        self.agent_state = TensorDict(
-            state["agent_state"], batch_size=[self.env.num_envs], device=self.env.device
-        )
-        self.observation = state["observation"].to(self.env.device)
-        self.position = state["position"].to(self.env.device)
-        self.episode_return = state["episode_return"].to(self.env.device)
+        self.agent_state = TensorDict(state["agent_state"], batch_size=[self.env.num_envs], device=device)
+        self.observation = state["observation"].to(device)
+        self.position = state["position"].to(device)
+        self.episode_return = state["episode_return"].to(device)
         self.replay.load_state_dict(state["replay"])
         self.env.load_state_dict(state["env"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-    def save_checkpoint(self) -> None:
-        self.check_finite()
-        save_snapshot(checkpoint_path(self.run_dir), self.state_dict())
-
-    def resume(self) -> bool:
-        """Continue from the run folder's checkpoint; False if there is none. Evaluation
-        records (and the evaluators' records) written after the checkpoint by the killed
-        process are dropped, since the resumed run writes them again."""
-        path = checkpoint_path(self.run_dir)
-        if not path.exists():
-            return False
-        self.load_state_dict(load_snapshot(path))
-        for records in (self.run_dir / "eval.jsonl", *(e.records for e in self.evaluators)):
-            if records.exists():
-                lines = records.read_text().splitlines()
-                kept = [line for line in lines if json.loads(line)["frames"] <= self.frame]
-                records.write_text("".join(line + "\n" for line in kept))
-        return True

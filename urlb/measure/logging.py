@@ -61,6 +61,12 @@ class Logger:
         progress_interval_s: least wall time between two progress lines unless forced.
         fps_window_s: wall time over which the progress line measures frames per second.
         clock: seconds as a float; tests pass a fake one.
+
+    The ETA extrapolates the recent rate (the ``fps_window_s`` window), and only a rate of
+    frames that include updates: while the ``time/updates`` metric the loops log is 0 (URLB's
+    seed frames: random actions, no update) frames come many times faster than they will
+    later, so the line shows ``ETA ?`` rather than 21 minutes for a run of days (issue 23);
+    from the first update on, the window starts again at the last frame logged before it.
     """
 
     def __init__(
@@ -102,6 +108,8 @@ class Logger:
             return
         frame = int(frame)
         values = {key: to_float(value, f"{namespace}/{key}") for key, value in metrics.items()}
+        if namespace == "time" and "updates" in values:
+            self._progress.set_updating(values["updates"] > 0)
         if self._writer is not None:
             for key, value in values.items():
                 self._writer.add_scalar(f"{namespace}/{key}", value, global_step=frame)
@@ -213,7 +221,11 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
 
 # -- console ---------------------------------------------------------------------------------
 class _ProgressLine:
-    """Rate-limited progress text with frames per second measured over a sliding window."""
+    """Rate-limited progress text with frames per second measured over a sliding window.
+
+    The ETA divides the frames left by the windowed rate, once updates run (:meth:`set_updating`):
+    frames without updates (seed frames) are no sample of the rate the rest of the run will have.
+    """
 
     def __init__(self, total_frames: int, start_frame: int, interval_s: float, window_s: float, clock):
         self.total_frames = total_frames
@@ -224,6 +236,15 @@ class _ProgressLine:
         self.samples: deque[tuple[float, int]] = deque([(now, start_frame)])
         self.last_print_time: float | None = None
         self.pending_carriage_line = 0  # length of an unfinished `\r` line on a terminal
+        # None: not told (a caller that logs no time/updates); False: no update yet.
+        self.updating: bool | None = None
+
+    def set_updating(self, updating: bool) -> None:
+        """Whether the run updates its agent yet. At the first update the window restarts at the
+        last sample taken before it, so that the rate counts update-phase frames only."""
+        if updating and self.updating is False:
+            self.samples = deque([self.samples[-1]])
+        self.updating = updating
 
     def update(self, frame: int, extras: dict[str, float], force: bool) -> str | None:
         now = self.clock()
@@ -249,6 +270,8 @@ class _ProgressLine:
         return f"{frame:,}/{self.total_frames:,} frames ({percent:.1f}%)"
 
     def _eta_text(self, frame: int, fps: float | None) -> str:
+        if self.updating is False and frame < self.total_frames:
+            return "ETA ? (no update yet)"
         if not fps:
             return "ETA ?"
         return f"ETA {format_duration(max(self.total_frames - frame, 0) / fps)}"

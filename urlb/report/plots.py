@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.tasks import EXPERT_SCORES
 from urlb.report.metrics import AGGREGATES
 from urlb.report.report import Report
 
@@ -113,12 +114,7 @@ def profile_figure(report: Report, path: Path) -> Path:
     axis.set_xlim(report.taus[0], report.taus[-1])
     _tidy(axis)
     axis.grid(True, axis="y", alpha=0.25)
-    legend = axis.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    _mark_published(legend.get_texts())
-    figure.tight_layout()
-    figure.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save_with_legend(figure, axis, path)
 
 
 def improvement_figure(report: Report, path: Path) -> Path:
@@ -143,8 +139,6 @@ def improvement_figure(report: Report, path: Path) -> Path:
 def per_task_figure(report: Report, path: Path) -> Path:
     """Mean return per task (error bars: standard error over runs), grouped by task; published
     means as hollow hatched bars; a black line marks the expert return used to normalise."""
-    from urlb.measure.evaluate import EXPERT_SCORES
-
     plt = _pyplot()
     measured = report.order()
     colours = _colours(report)
@@ -171,11 +165,16 @@ def per_task_figure(report: Report, path: Path) -> Path:
     axis.spines[["top", "right"]].set_visible(False)
     axis.grid(True, axis="y", alpha=0.25)
     axis.hlines([], 0, 0, color="k", linewidth=1, label="expert return (normaliser)")
+    return _save_with_legend(figure, axis, path)
+
+
+def _save_with_legend(figure, axis, path: Path) -> Path:
+    """The legend outside the axes on the right (published rows marked), then save and close."""
     legend = axis.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _mark_published(legend.get_texts())
     figure.tight_layout()
     figure.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return path
 
 

@@ -29,225 +29,34 @@ The rules, in the order they apply:
 
 Published URLB numbers (:mod:`urlb.report.published`) join as reference rows: aggregates of per-task
 means on the same tasks, marked ``published``, without intervals (only means were published).
+
+Where the parts live: rules 1 to 3 (records into runs, protocol checks) in
+:mod:`urlb.report.runs`; rules 4 and 5, published rows and :func:`build_report` here; the
+markdown and CSV writers in :mod:`urlb.report.tables`. This module imports numpy, the other
+``urlb.report`` modules and :mod:`envs.tasks` (task order, expert scores); no agent, no env.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
+from envs.tasks import EXPERT_SCORES, TASKS
 from urlb.report import metrics
 from urlb.report.metrics import AGGREGATES, Interval
-from urlb.report.published import (
-    FINETUNE_FRAMES,
-    PRETRAIN_FRAMES,
-    PUBLISHED_RETURNS,
-    SOURCE,
-    published_method,
-)
+from urlb.report.published import PUBLISHED_RETURNS, published_method
+from urlb.report.runs import PROTOCOL_FIELDS, ReportError, Run, check_protocols, method_name, read_runs
 
-FIELDS = (
-    "agent",
-    "domain",
-    "task",
-    "seed",
-    "frames",
-    "return",
-    "normalised_score",
-    "snapshot_frames",
-    "pretrain_frames",
-    "finetune_frames",
-)
-PROTOCOL_FIELDS = ("pretrain_frames", "snapshot_frames", "finetune_frames")
-_SHORT = {"pretrain_frames": "pretrain", "snapshot_frames": "snapshot", "finetune_frames": "finetune"}
-
-
-def agent_label(record: dict) -> str:
-    """The method a record belongs to: its agent, marked ``[pixels]`` for pixel runs (records
-    without ``obs`` are state runs), so state and pixel results never mix."""
-    obs = record.get("obs", "states")
-    return record["agent"] if obs == "states" else f"{record['agent']} [{obs}]"
-
-
-class ReportError(ValueError):
-    """Input a report cannot be made from; the message (one line) says what to change."""
-
-
-def frames_text(frames: int | None) -> str:
-    """``2000000`` -> ``2M``, ``100000`` -> ``100k``, ``1500`` -> ``1.5k``, None -> ``-``."""
-    if frames is None:
-        return "-"
-    for unit, size in (("M", 1_000_000), ("k", 1_000)):
-        if frames >= size:
-            return f"{frames / size:g}{unit}"
-    return str(frames)
-
-
-# -- records ------------------------------------------------------------------------------------
-@dataclass(eq=False)  # hashed by identity: runs key the chosen evaluations
-class Run:
-    """One finetuning run: its identity and its evaluations (frames -> record)."""
-
-    path: Path
-    agent: str
-    domain: str
-    task: str
-    seed: int
-    pretrain_frames: int | None
-    snapshot_frames: int | None
-    finetune_frames: int
-    evaluations: dict[int, dict] = field(default_factory=dict)
-
-    def protocol(self, name: str) -> int | None:
-        return getattr(self, name)
-
-    def identity(self) -> tuple:
-        return (
-            self.agent,
-            self.task,
-            self.seed,
-            self.pretrain_frames,
-            self.snapshot_frames,
-            self.finetune_frames,
-        )
-
-    def describe(self) -> str:
-        return (
-            f"{self.agent} {self.task} seed {self.seed} (snapshot {frames_text(self.snapshot_frames)}, "
-            f"finetune {frames_text(self.finetune_frames)})"
-        )
-
-
-def record_files(paths: Iterable[Path | str]) -> list[Path]:
-    """The ``eval.jsonl`` files named by ``paths``: files as given, folders searched recursively."""
-    found = []
-    for path in map(Path, paths):
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(sorted(path.rglob("eval.jsonl")))
-        else:
-            raise ReportError(f"{path} does not exist")
-    if not found:
-        raise ReportError(f"no eval.jsonl under {', '.join(map(str, paths))}")
-    return list(dict.fromkeys(found))
-
-
-def _bad_line(record) -> str | None:
-    """Why a parsed line is not an evaluation record, or None if it is one."""
-    if not isinstance(record, dict):
-        return f"a JSON {type(record).__name__}, not a record"
-    missing = [name for name in FIELDS if name not in record]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    for name in ("return", "normalised_score"):
-        value = record[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            return f"{name} is {value!r}, not a finite number"
-    return None
-
-
-def read_runs(paths: Iterable[Path | str], skip_bad_lines: bool = False) -> tuple[list[Run], list[str]]:
-    """The finetuning runs recorded under ``paths`` and notes on what was left out or merged.
-
-    Raises :class:`ReportError` for a bad line (unless ``skip_bad_lines``) and for the same run
-    found in two files.
-    """
-    runs: dict[tuple, Run] = {}
-    owner: dict[tuple, Path] = {}
-    notes, bad, pretraining = [], [], 0
-    for path in record_files(paths):
-        duplicates = 0
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                bad.append(f"{path}:{number}: not JSON ({error.msg})")
-                continue
-            reason = _bad_line(record)
-            if reason is not None:
-                bad.append(f"{path}:{number}: {reason}")
-                continue
-            if record.get("phase") == "pretrain" or record["finetune_frames"] is None:
-                pretraining += 1
-                continue
-            run = Run(
-                path,
-                agent_label(record),
-                record["domain"],
-                record["task"],
-                int(record["seed"]),
-                record["pretrain_frames"],
-                record["snapshot_frames"],
-                int(record["finetune_frames"]),
-            )
-            key = run.identity()
-            if key in owner and owner[key] != path:
-                raise ReportError(
-                    f"the same run is in {owner[key]} and {path} ({run.describe()}); pass only one of them"
-                )
-            owner[key] = path
-            run = runs.setdefault(key, run)
-            frames = int(record["frames"])
-            duplicates += frames in run.evaluations
-            run.evaluations[frames] = record  # the last record of a frame count wins
-        if duplicates:
-            notes.append(f"{path}: {duplicates} evaluation(s) written twice; each counted once (the last)")
-    if bad and not skip_bad_lines:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise ReportError(
-            f"corrupt record at {bad[0]}{more}; fix or remove the line, or pass --skip-bad-lines"
-        )
-    notes.extend(f"skipped corrupt record at {where}" for where in bad)
-    if pretraining:
-        notes.append(f"left out {pretraining} pretraining (zero-shot) records: only finetuning scores count")
-    if not runs:
-        raise ReportError("no finetuning records found (pass finetune run folders or a sweep's folder)")
-    return list(runs.values()), notes
+# markdown and write_csv: re-exported for scripts/compare.py, which imports them from here.
+from urlb.report.tables import markdown, write_csv  # noqa: F401
 
 
 # -- methods and score matrices -----------------------------------------------------------------
-def method_name(run: Run, group_by: Sequence[str]) -> str:
-    name = run.agent if run.snapshot_frames is not None else f"{run.agent} (scratch)"
-    grouped = [f"{_SHORT[name_]} {frames_text(run.protocol(name_))}" for name_ in group_by]
-    return f"{name} [{', '.join(grouped)}]" if grouped else name
-
-
-def check_protocols(runs: Sequence[Run], group_by: Sequence[str]) -> None:
-    """Refuse runs that differ in a protocol field not grouped by (one line naming it)."""
-    unknown = [name for name in group_by if name not in PROTOCOL_FIELDS]
-    if unknown:
-        raise ReportError(f"cannot group by {unknown}; protocol fields are {', '.join(PROTOCOL_FIELDS)}")
-    for name in PROTOCOL_FIELDS:
-        if name in group_by:
-            continue
-        considered = [run for run in runs if name == "finetune_frames" or run.snapshot_frames is not None]
-        agents_by_value: dict = defaultdict(set)
-        for run in considered:
-            agents_by_value[run.protocol(name)].add(run.agent)
-        if len(agents_by_value) > 1:
-            values = " vs ".join(
-                f"{frames_text(value)} ({', '.join(sorted(agents))})"
-                for value, agents in sorted(
-                    agents_by_value.items(), key=lambda item: (item[0] is None, item[0])
-                )
-            )
-            raise ReportError(
-                f"records mix protocols: {name} {values}; report like with like, "
-                f"or pass --group-by {name} to make each value its own rows"
-            )
-
-
 @dataclass
 class MethodScores:
     """A measured method's ``(runs, tasks)`` matrices on the report's tasks."""
@@ -326,10 +135,8 @@ def score_matrices(
 
 
 def _task_order(task: str) -> tuple[int, str]:
-    from urlb.measure.evaluate import EXPERT_SCORES
-
-    order = list(EXPERT_SCORES)
-    return (order.index(task), task) if task in order else (len(order), task)
+    """URLB's order, then any other task by name."""
+    return (TASKS.index(task), task) if task in TASKS else (len(TASKS), task)
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -345,8 +152,6 @@ class PublishedRow:
     @property
     def scores(self) -> np.ndarray:
         """Expert-normalised task means ``(tasks,)``, in ``tasks`` order."""
-        from urlb.measure.evaluate import EXPERT_SCORES
-
         return np.array([self.returns[task] / EXPERT_SCORES[task] for task in self.tasks])
 
 
@@ -444,108 +249,3 @@ def build_report(
         reps,
         confidence,
     )
-
-
-# -- tables -------------------------------------------------------------------------------------
-def _interval_text(interval: Interval) -> str:
-    return f"{interval.point:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
-
-
-def _protocol_text(protocol: dict) -> str:
-    return " / ".join(frames_text(protocol[key]) for key in PROTOCOL_FIELDS)
-
-
-def markdown(report: Report) -> str:
-    """The aggregate table, probability of improvement, per-task returns and the notes."""
-    percent = f"{report.confidence:.0%}"
-    scored = "final evaluation" if report.frames is None else f"evaluation at {report.frames:,} frames"
-    metric_names = list(AGGREGATES)
-    lines = [
-        f"Expert-normalised scores ({scored} of each run) on {len(report.tasks)} task(s): "
-        f"{', '.join(report.tasks)}. Point estimate [{percent} stratified-bootstrap CI, "
-        f"{report.reps:,} resamples]; optimality gap: lower is better.",
-        "",
-        "| method | source | pretrain / snapshot / finetune frames | runs x tasks | "
-        + " | ".join(metric_names)
-        + " |",
-        "|---|---|---|---|" + "---|" * len(metric_names),
-    ]
-    for name in report.order():
-        method = report.methods[name]
-        cells = [_interval_text(report.intervals[name][metric]) for metric in metric_names]
-        size = f"{len(method.seeds)} x {len(method.tasks)}"
-        lines.append(
-            f"| {name} | measured | {_protocol_text(method.protocol)} | {size} | {' | '.join(cells)} |"
-        )
-    for row in report.published:
-        cells = [f"{row.aggregates[metric]:.3f}" for metric in metric_names]
-        protocol = " / ".join(frames_text(f) for f in (PRETRAIN_FRAMES, PRETRAIN_FRAMES, FINETUNE_FRAMES))
-        size = f"task means x {len(row.tasks)}"
-        lines.append(f"| *{row.name}* | *published* | {protocol} | {size} | {' | '.join(cells)} |")
-    if report.published:
-        lines += ["", f"Published rows: {SOURCE}; aggregates of per-task means, no intervals."]
-    if report.improvement:
-        lines += [
-            "",
-            f"Probability of improvement P(X > Y) [{percent} CI]:",
-            "",
-            "| X | Y | P(X > Y) |",
-            "|---|---|---|",
-        ]
-        for (x, y), interval in report.improvement.items():
-            lines.append(f"| {x} | {y} | {_interval_text(interval)} |")
-    lines += ["", "Mean return per task (± standard error over runs; n runs):", ""]
-    lines.append("| method | " + " | ".join(report.tasks) + " |")
-    lines.append("|---|" + "---|" * len(report.tasks))
-    for name in report.order():
-        returns = report.methods[name].returns
-        cells = [_mean_text(returns[:, index]) for index in range(len(report.tasks))]
-        lines.append(f"| {name} | {' | '.join(cells)} |")
-    for row in report.published:
-        cells = [f"*{row.returns[task]:.0f}*" if task in row.returns else "-" for task in report.tasks]
-        lines.append(f"| *{row.name}* | {' | '.join(cells)} |")
-    if report.notes:
-        lines += ["", "Notes:", ""] + [f"- {note}" for note in report.notes]
-    return "\n".join(lines) + "\n"
-
-
-def _mean_text(values: np.ndarray) -> str:
-    error = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    spread = f" ± {error:.0f}" if math.isfinite(error) else ""
-    return f"{values.mean():.0f}{spread} (n={len(values)})"
-
-
-def write_csv(report: Report, path: Path) -> Path:
-    """One row per method (measured and published): protocol, size, and each aggregate's point
-    estimate and interval; a column per task with the mean return."""
-    columns = ["method", "source", *PROTOCOL_FIELDS, "runs", "tasks", "scored_at_frames"]
-    for metric in AGGREGATES:
-        key = metric.lower().replace(" ", "_")
-        columns += [key, f"{key}_low", f"{key}_high"]
-    columns += [f"return_{task}" for task in report.tasks]
-    rows = []
-    for name in report.order():
-        method = report.methods[name]
-        row = {"method": name, "source": "measured", **method.protocol}
-        row |= {
-            "runs": len(method.seeds),
-            "tasks": len(method.tasks),
-            "scored_at_frames": report.frames or "final",
-        }
-        for metric, interval in report.intervals[name].items():
-            key = metric.lower().replace(" ", "_")
-            row |= {key: interval.point, f"{key}_low": interval.low, f"{key}_high": interval.high}
-        row |= {f"return_{task}": method.returns[:, i].mean() for i, task in enumerate(report.tasks)}
-        rows.append(row)
-    for published in report.published:
-        row = {"method": published.name, "source": "published", "pretrain_frames": PRETRAIN_FRAMES}
-        row |= {"snapshot_frames": PRETRAIN_FRAMES, "finetune_frames": FINETUNE_FRAMES}
-        row |= {"runs": "", "tasks": len(published.tasks), "scored_at_frames": "final"}
-        row |= {metric.lower().replace(" ", "_"): value for metric, value in published.aggregates.items()}
-        row |= {f"return_{task}": value for task, value in published.returns.items()}
-        rows.append(row)
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path

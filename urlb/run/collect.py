@@ -30,8 +30,9 @@ from tensordict import TensorDict
 from envs import make_env
 from urlb.data.checkpoint import load_snapshot, parse_frames
 from urlb.data.replay import ReplayBuffer
-from urlb.experiment import build_agent, observe_pose, resolve_device
 from urlb.measure.logging import git_revision
+from urlb.run.build import build_agent, prepare_process
+from urlb.run.plan import observe_pose
 
 POLICIES = ("random", "snapshot")
 # The physics state each transition's observation was made in: enough to put a world back
@@ -143,13 +144,10 @@ def collect_from_config(cfg: DictConfig) -> Path:
     """``collect.py``: check the inputs, build env and policy, collect, write; returns ``out``."""
     check_config(cfg)
     frames = parse_frames(cfg.frames)
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)  # an agent's exploration noise and skill draws
+    device = prepare_process(cfg)  # threads; the seed of an agent's exploration noise and skill draws
     domain = cfg.env.domain
     snapshot = load_collector(cfg.snapshot, domain) if cfg.policy == "snapshot" else None
-    pose = observe_pose(OmegaConf.create(snapshot["config"]["agent"])) if snapshot else False
+    pose = observe_pose(OmegaConf.create(snapshot["config"])) if snapshot else False
     env = make_env(domain, cfg.num_envs, backend=cfg.backend, device=device, seed=cfg.seed, observe_pose=pose)
     if snapshot is None:
         generator = torch.Generator(device=env.device).manual_seed(cfg.seed)
@@ -189,7 +187,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def load_collector(path: str | Path, domain: str) -> dict:
-    """The payload of the pretraining snapshot at ``path`` (``urlb.experiment.pretrain``
+    """The payload of the pretraining snapshot at ``path`` (``urlb.run.pretrain``
     writes them), checked to hold an agent pretrained on ``domain``."""
     snapshot = load_snapshot(path)
     missing = {"agent", "agent_name", "config", "domain", "frames", "seed"} - set(snapshot)

@@ -10,10 +10,11 @@ Both agents observe the global pose next to URLB's egocentric observation
 (``observe_pose=true``: METRA's default, set here for DIAYN too), so the comparison is
 between objectives, not inputs. DIAYN runs as the paper does (SAC, skill per episode).
 
-    python scripts/skill_check.py --frames 200000 --domains quadruped walker --parallel 2
+    python scripts/checks/skill_check.py --frames 200000 --domains quadruped walker --parallel 2
 
-Writes ``<out>/summary.json`` and, per run, the run folder (``skills/skills_<frames>.png``,
-``skills/coverage.jsonl``, TensorBoard, snapshots) under ``<out>``.
+Writes ``<out>/summary.json``, ``<out>/table.md`` and ``<out>/runs.csv`` and, per run, the run
+folder (``skills/skills_<frames>.png``, ``skills/coverage.jsonl``, TensorBoard, snapshots, the
+run's ``skill_check.log``) under ``<out>``.
 """
 
 from __future__ import annotations
@@ -21,21 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, fresh, parallel, run, write_summary
 
 
-def command(agent: str, domain: str, seed: int, args, out: Path) -> list[str]:
-    frames = args.frames
-    shutil.rmtree(out / agent / domain / f"seed_{seed}", ignore_errors=True)  # each check starts afresh
-    return [
-        sys.executable,
-        str(ROOT / "pretrain.py"),
+def pretrain(agent: str, domain: str, seed: int, args) -> dict:
+    """Pretrain ``agent`` on ``domain``; its last coverage, or its exit status if it failed."""
+    frames, run_dir = args.frames, args.out / agent / domain / f"seed_{seed}"
+    fresh(run_dir)
+    overrides = [
         f"agent={agent}",
         f"env={domain}",
         f"preset={args.preset}",
@@ -48,16 +46,24 @@ def command(agent: str, domain: str, seed: int, args, out: Path) -> list[str]:
         f"protocol.eval_every_frames={max(frames // args.evaluations, 1)}",
         f"protocol.checkpoint_every_frames={max(frames // 4, 1)}",
         "agent.reward_model.observe_pose=true",
-        f"run_dir={out / agent / domain / f'seed_{seed}'}",
-        f"snapshot_root={out / 'snapshots'}",
+        f"run_dir={run_dir}",
+        f"snapshot_root={args.out / 'snapshots'}",
         "console=false",
         *args.override,
     ]
-
-
-def last_coverage(run_dir: Path) -> dict:
+    job = (agent, domain, seed)
+    print(f"started {job}", flush=True)
+    started = time.perf_counter()
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    returncode = run("pretrain.py", overrides, run_dir / "skill_check.log", env=env, check=False)
+    wall = time.perf_counter() - started
+    if returncode != 0:
+        print(f"{job} failed (exit {returncode}); see its skill_check.log", flush=True)
+        return {"error": returncode, "wall_s": wall}
     lines = (run_dir / "skills" / "coverage.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])
+    result = {**json.loads(lines[-1]), "wall_s": wall}
+    print(f"finished {job}: coverage {result['coverage']} in {wall / 60:.1f} min", flush=True)
+    return result
 
 
 def main() -> int:
@@ -76,50 +82,27 @@ def main() -> int:
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
     args = parser.parse_args()
 
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    jobs = [(a, d, s) for d in args.domains for s in args.seeds for a in args.agents]
-    pending, running, results = list(jobs), {}, {}
     started = time.perf_counter()
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            job = pending.pop(0)
-            run_dir = args.out / job[0] / job[1] / f"seed_{job[2]}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            log = open(run_dir / "skill_check.log", "w")
-            process = subprocess.Popen(
-                command(*job, args, args.out), cwd=ROOT, env=env, stdout=log, stderr=log
-            )
-            running[job] = (process, time.perf_counter(), log)
-            print(f"started {job}", flush=True)
-        time.sleep(2)
-        for job, (process, t0, log) in list(running.items()):
-            if process.poll() is None:
-                continue
-            log.close()
-            del running[job]
-            wall = time.perf_counter() - t0
-            if process.returncode != 0:
-                print(f"{job} failed (exit {process.returncode}); see its skill_check.log", flush=True)
-                results[job] = {"error": process.returncode, "wall_s": wall}
-                continue
-            results[job] = {**last_coverage(args.out / job[0] / job[1] / f"seed_{job[2]}"), "wall_s": wall}
-            print(f"finished {job}: coverage {results[job]['coverage']} in {wall / 60:.1f} min", flush=True)
+    jobs = [(a, d, s) for d in args.domains for s in args.seeds for a in args.agents]
+    calls = [lambda job=job: pretrain(*job, args) for job in jobs]
+    results = dict(zip(jobs, parallel(calls, args.parallel), strict=True))
 
     print(
         f"\n{args.frames:,} frames per run, preset={args.preset}, {args.num_envs} worlds, cpu backend; "
-        f"total wall {(time.perf_counter() - started) / 60:.1f} min"
+        f"total wall {(time.perf_counter() - started) / 60:.1f} min\n"
     )
-    print(f"{'agent':<14}{'domain':<11}{'seed':>5}{'coverage':>10}{'wall min':>10}")
-    for (agent, domain, seed), r in results.items():
-        print(f"{agent:<14}{domain:<11}{seed:>5}{r.get('coverage', 'failed')!s:>10}{r['wall_s'] / 60:>10.1f}")
-    summary = [{"agent": a, "domain": d, "seed": s, **r} for (a, d, s), r in results.items()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(
-        json.dumps(
-            {"frames": args.frames, "preset": args.preset, "num_envs": args.num_envs, "runs": summary},
-            indent=1,
-        )
-    )
+    header = ["agent", "domain", "seed", "coverage", "wall min"]
+    rows = [
+        [agent, domain, seed, r.get("coverage", "failed"), f"{r['wall_s'] / 60:.1f}"]
+        for (agent, domain, seed), r in results.items()
+    ]
+    summary = {
+        "frames": args.frames,
+        "preset": args.preset,
+        "num_envs": args.num_envs,
+        "runs": [{"agent": a, "domain": d, "seed": s, **r} for (a, d, s), r in results.items()],
+    }
+    print(write_summary(args.out, summary, {"runs": (header, rows)}, started))
 
     ok = all("error" not in r for r in results.values())
     if "quadruped" in args.domains and {"metra", "diayn_paper"} <= set(args.agents):

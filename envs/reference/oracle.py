@@ -1,5 +1,5 @@
-"""Reading the rollouts recorded from URLB's own environment stack (tests/data/*.npz;
-see tests/data/ORACLE_README.md)."""
+"""Reading the rollouts recorded from URLB's own environment stack (``tests/data/<task>.npz`` of a
+source checkout; see tests/data/ORACLE_README.md)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATA = Path(__file__).resolve().parent / "data"
+# The recordings stay with the tests that use them; this module reads them from the checkout.
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 
 
 class Oracle:
-    def __init__(self, task: str):
+    """One task's recorded rollout: ``oracle[field]`` is a numpy array (ORACLE_README's fields)."""
+
+    def __init__(self, task: str, data: Path = DATA):
         self.task = task
-        with np.load(DATA / f"{task}.npz") as f:
+        path = Path(data) / f"{task}.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"no recorded rollout for {task} at {path} (a source checkout has one)")
+        with np.load(path) as f:
             self.f = {k: f[k] for k in f.files}
         layout = {}
         for item in self.f["full_state_layout"]:

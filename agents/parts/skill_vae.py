@@ -1,0 +1,62 @@
+"""OPAL's skill VAE (Ajay et al., ICLR 2021) as SUPE's reference builds it: a bidirectional GRU
+posterior over H-step segments, a state-conditioned prior and a skill-conditioned policy.
+Used by ``agents/supe.py``.
+
+Imports: torch and agents.parts.nets only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agents.parts.nets import mlp, orthogonal_init
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the reference's GaussianModule clip
+SKILL_LIMIT = 1 - 1e-6  # u = tanh(z) is kept off +-1 so that z = atanh(u) stays finite
+
+
+# -- networks -------------------------------------------------------------------------------------
+class GaussianMLP(nn.Module):
+    """Two ReLU layers -> (mean, log std), log std clipped to [-20, 2] (the reference's
+    GaussianModule, whose last layers start 100x smaller: an initial std of about 1)."""
+
+    def __init__(self, input_dim: int, output_dim: int, hidden_dim: int):
+        super().__init__()
+        self.net = mlp(input_dim, hidden_dim, 2 * output_dim)
+        self.apply(orthogonal_init)
+        with torch.no_grad():
+            self.net[-1].weight.mul_(1e-2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(x).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+class SkillVAE(nn.Module):
+    """The reference's OPAL VAE: a bidirectional 2-layer GRU encoder over (MLP(s_t), a_t) whose
+    outputs at all H steps are concatenated into q's mean and log variance; p(z | s_0); pi(a | s, z)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, skill_dim: int, horizon: int, hidden_dim: int):
+        super().__init__()
+        self.embed = nn.Sequential(mlp(obs_dim, hidden_dim, hidden_dim, depth=1), nn.ReLU())
+        self.gru = nn.GRU(hidden_dim + action_dim, hidden_dim, 2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(horizon * 2 * hidden_dim, 2 * skill_dim)
+        self.prior = GaussianMLP(obs_dim, skill_dim, hidden_dim)
+        self.policy = GaussianMLP(obs_dim + skill_dim, action_dim, hidden_dim)
+        self.embed.apply(orthogonal_init)
+        self.head.apply(orthogonal_init)
+
+    def posterior(self, observation: torch.Tensor, action: torch.Tensor):
+        """``(B, H, obs)``, ``(B, H, A)`` segments -> q's ``(mean, log_std)``, each ``(B, Z)``."""
+        out, _ = self.gru(torch.cat([self.embed(observation), action], -1))
+        mean, log_var = self.head(out.flatten(1)).chunk(2, dim=-1)
+        return mean, 0.5 * log_var
+
+    def decode(self, observation: torch.Tensor, skill: torch.Tensor):
+        """pi(a | s, z): ``(mean, log_std)`` of the action, any leading shape."""
+        return self.policy(torch.cat([observation, skill], -1))
+
+    def label(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """A segment's high-level action: ``u = tanh(mean of q)`` ``(B, Z)``, kept off +-1."""
+        return torch.tanh(self.posterior(observation, action)[0]).clamp(-SKILL_LIMIT, SKILL_LIMIT)
