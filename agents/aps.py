@@ -52,7 +52,6 @@ from agents.parts.intrinsic import ParticleEntropy
 from agents.parts.nets import mlp, optimise, orthogonal_init
 from agents.parts.skills import UNIT_SPHERE
 
-
 TASK_REGRESSIONS = ("urlb", "once")
 
 
@@ -94,7 +93,9 @@ class APS(SkillModel):
     ):
         super().__init__(skill_dim, update_skill_every_step)
         if task_regression not in TASK_REGRESSIONS:
-            raise ValueError(f"APS task_regression must be one of {TASK_REGRESSIONS}, got {task_regression!r}")
+            raise ValueError(
+                f"APS task_regression must be one of {TASK_REGRESSIONS}, got {task_regression!r}"
+            )
         self.num_init_frames, self.lstsq_samples = num_init_frames, lstsq_samples
         self.task_regression = task_regression
         # The frame of the last regression (-1: none), and its host mirror: adapt() runs

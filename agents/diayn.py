@@ -69,7 +69,9 @@ class DIAYN(SkillModel):
         ``evaluation_skill``: ``shared`` or ``schedule`` (module docstring)."""
         super().__init__(skill_dim, update_skill_every_step, observe_pose)
         if evaluation_skill not in ("shared", "schedule"):
-            raise ValueError(f"DIAYN evaluation_skill must be 'shared' or 'schedule', got {evaluation_skill!r}")
+            raise ValueError(
+                f"DIAYN evaluation_skill must be 'shared' or 'schedule', got {evaluation_skill!r}"
+            )
         self.scale, self.evaluation_skill = scale, evaluation_skill
         self.discriminator = mlp(obs_dim, hidden_dim, skill_dim)
         self.discriminator.apply(orthogonal_init)

@@ -21,6 +21,16 @@ learns the task reward from the new data with gradients into the model; the crit
 fresh unless ``init_critic`` (its values are of the intrinsic reward); optimisers start
 fresh. The reward model is not used.
 
+Parity: ``tests/reference/test_dreamer_parity.py`` replays Plan2Explore-on-Dreamer updates
+recorded from mazpie/mastering-urlb (pixels) to 1e-5: the world-model loss (KL balance, free
+nats), imagination, the actor's dynamics gradient, the critic with its slow copy, the
+disagreement ensemble and its reward. Kept departures (docs/fidelity_metra_dreamer.md):
+float32 where theirs trains in mixed precision (``precision: 16``); no reward head trained
+while pretraining (theirs fits the extrinsic reward on stop-gradient features and never
+transfers it); windows of ``batch_length`` transitions (``batch_length + 1`` frames, theirs
+``batch_length`` frames); the slow critic starts as a copy of the critic (theirs as an
+independent initialisation until its first copy, after the first update).
+
 Sequences come from the shared replay (``ReplayBuffer.sample_sequences``: windows of
 ``batch_length`` steps inside one episode), whose window the runner sizes from
 :meth:`DreamerAgent.replay_nstep`. The carried state per world is the posterior latent and
@@ -37,7 +47,7 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import Agent
-from agents.parts.nets import clipped_step, hard_update
+from agents.parts.nets import Randomness, clipped_step, hard_update
 from agents.parts.world_model import (
     RSSM,
     Actor,
@@ -99,9 +109,14 @@ class DreamerAgent(Agent):
             intrinsic ones (Plan2Explore: 0).
         intrinsic_reward_momentum: magnitude normaliser of intrinsic rewards (0.95; 1: off).
         slow_critic_every: updates between copies of the critic into its slow target (100).
-        updates_per_frame: this agent's update-to-data ratio, which the runner uses in place
-            of the protocol's: one update every 10 agent steps (Rajeswar et al.), given per
-            frame at action repeat 1; pixel runs divide it by their repeat (0.05 at 2).
+        updates_per_frame: this agent's update-to-data ratio per agent step, which the run
+            plan divides by the action repeat and uses in place of the protocol's: 0.2, one
+            update every 5 agent steps (mastering-urlb trains every ``train_every_actions //
+            action_repeat`` = 10 // 2 agent steps on pixels: one update per 10 frames). States
+            (repeat 1) keep one per 5 steps; mastering-urlb has no state runs.
+        decoder_output_elu: the frame decoder ends on an ELU as mastering-urlb's does (its
+            ``Decoder`` appends the activation after the last layer too); false: DreamerV2's
+            linear output. Pixels only.
 
     From pixels (``obs=pixels``) it sees single 64x64 frames (``pixel_format``: DreamerV2's
     size, no frame stack: the RSSM carries the history) through DreamerV2's conv encoder and
@@ -141,7 +156,8 @@ class DreamerAgent(Agent):
         intrinsic_actor_entropy: float = 0.0,
         intrinsic_reward_momentum: float = 0.95,
         slow_critic_every: int = 100,
-        updates_per_frame: float = 0.1,
+        updates_per_frame: float = 0.2,
+        decoder_output_elu: bool = True,
         init_actor: bool = True,
         init_critic: bool = False,
         reward_model=None,
@@ -166,7 +182,9 @@ class DreamerAgent(Agent):
         self.encoder, embed_dim = observation_encoder(obs_shape, hidden_dim, cnn_depth=cnn_depth)
         self.rssm = RSSM(action_dim, embed_dim, deter_dim, stoch_dim, classes, rssm_hidden_dim)
         feature_dim = self.rssm.feature_dim
-        self.decoder = observation_decoder(obs_shape, feature_dim, hidden_dim, cnn_depth=cnn_depth)
+        self.decoder = observation_decoder(
+            obs_shape, feature_dim, hidden_dim, cnn_depth=cnn_depth, output_elu=decoder_output_elu
+        )
         self.reward_head = elu_mlp(feature_dim, hidden_dim, 1)
         self.actor = Actor(feature_dim, action_dim, hidden_dim)
         self.critic = elu_mlp(feature_dim, hidden_dim, 1)
@@ -195,6 +213,16 @@ class DreamerAgent(Agent):
         self.actor_opt = adam([self.actor], actor_lr)
         self.critic_opt = adam([self.critic], critic_lr)
 
+    @property
+    def randomness(self) -> Randomness:
+        """Where the latent draws and the policy's samples come from (the RSSM's source,
+        ``agents.parts.nets.Randomness``; the parity tests set recorded draws)."""
+        return self.rssm.randomness
+
+    @randomness.setter
+    def randomness(self, source: Randomness) -> None:
+        self.rssm.randomness = source
+
     def _sync_counter(self) -> None:
         self._behaviour_updates = int(self.behaviour_updates)
 
@@ -221,7 +249,7 @@ class DreamerAgent(Agent):
         latent = {"deter": state["deter"], "stoch": state["stoch"]}
         posterior, _ = self.rssm.obs_step(latent, state["action"], self.encoder(observation))
         dist = self.actor(RSSM.feature(posterior))
-        action = dist.sample() if explore else dist.mean
+        action = dist.sample(randomness=self.randomness) if explore else dist.mean
         state["deter"], state["stoch"], state["action"] = posterior["deter"], posterior["stoch"], action
         return action
 
@@ -304,7 +332,7 @@ class DreamerAgent(Agent):
         entropies = []
         for _ in range(self.horizon):
             policy = self.actor(features[-1].detach())
-            action = policy.sample()
+            action = policy.sample(randomness=self.randomness)
             state = self.rssm.img_step(state, action)
             features.append(RSSM.feature(state))
             actions.append(action)
@@ -314,20 +342,23 @@ class DreamerAgent(Agent):
     def imagined_reward(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``(H+1, N)`` rewards of imagined states: the reward head's on a task; while
         pretraining, the reward model's of the transition into each state (0 at the start),
-        scaled by its running magnitude."""
+        divided by the running magnitude of all ``H+1`` rows, the zeros included
+        (mastering-urlb's ``StreamNorm`` on its reward sequence). The reward takes the
+        actions as data (their ``compute_intr_reward`` stops their gradient); the dynamics
+        gradient reaches the actor through the features."""
         if self.task_index is not None:
             return self.reward_head(features).squeeze(-1)
         horizon, num = actions.shape[0] - 1, actions.shape[1]
         transitions = TensorDict(
             {
                 "observation": features[:-1].flatten(0, 1),
-                "action": actions[1:].flatten(0, 1),
+                "action": actions[1:].flatten(0, 1).detach(),
                 "next_observation": features[1:].flatten(0, 1),
             },
             batch_size=[horizon * num],
         )
-        intrinsic = self.intrinsic_scale(self.intrinsic_reward(transitions).view(horizon, num))
-        return torch.cat([torch.zeros_like(intrinsic[:1]), intrinsic])
+        intrinsic = self.intrinsic_reward(transitions).view(horizon, num)
+        return self.intrinsic_scale(torch.cat([torch.zeros_like(intrinsic[:1]), intrinsic]))
 
     def update_behaviour(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One actor and one critic step on imagined rollouts from every posterior state."""
@@ -348,7 +379,7 @@ class DreamerAgent(Agent):
         self.behaviour_updates += 1
         return {
             "actor_loss": loss.detach(),
-            "actor_entropy": entropy.mean().detach(),
+            "actor_entropy": entropy[:-1].mean().detach(),  # of the states the loss trains
             "actor_grad_norm": actor_grad_norm,
             "critic_loss": value_loss.detach(),
             "critic_grad_norm": critic_grad_norm,

@@ -25,14 +25,25 @@ finetunes its whole pretrained model; the return predictor f(R | s, z), a Gaussi
 state and z embeddings, starts fresh. Its first ``return_warmup_updates`` updates train f alone
 (Adam, lr 1e-3: the reference's 5 x 300), then the whole model trains on the loss above.
 
+Settings (each a constructor argument; the reference's where it has one):
+``return_target`` is what f predicts: ``horizon_mean`` (default, ours) the mean reward over the
+K + 1 steps from t to the end of the future z_t encodes, or ``return_to_go`` (the reference's)
+the rewards from t to the episode's end times ``return_scale`` (1e-3, its ``reward_scale``);
+``finetune_sampling`` is ``uniform`` (default, ours: windows uniform over the replay) or
+``return_weighted`` (the reference's ``sample_trajs(weighted_by="return")``: complete episodes
+drawn with weight R - min R + 1e-6, a window uniform within); ``warmup_frames`` (0, ours: URLB's
+uniform seed frames) makes the first frames of finetuning act with the pretrained policy and
+skip updates: the reference's ``online_warmup_samples`` is ``warmup_frames=10000`` with
+``protocol.seed_frames=0``. Either reference choice of the first two reads the replay's complete
+episodes (:class:`EpisodeWindows`).
+
 Departures from the reference: windows come whole from one episode (no left padding; by
-causality position i still trains the policy on an (i+1)-step context); f predicts the mean
-reward over the K + 1 steps from t to the end of the future z_t encodes (urlb's replay serves
-windows, not episodes to their end, so not the return-to-go scaled by 1e-3); the replay is
-sampled uniformly (the reference weights trajectories by return); optimiser moments start
-fresh at finetuning (snapshots hold state_dicts); URLB's uniform seed frames replace the
-reference's 10k warmup frames of the pretrained policy; standardised states are clipped at
-+-10, and dimensions the dataset never varies are only centred.
+causality position i still trains the policy on an (i+1)-step context); optimiser moments
+start fresh at finetuning (snapshots hold state_dicts); standardised states are clipped at
++-10, and dimensions the dataset never varies are only centred; the embedding dropout is
+``dropout`` (the reference's GPT-2 keeps its default 0.1 whatever ``--dropout``: the same at
+the default). The reference's return warmup (1500 updates before any finetuning rollout) and
+300 updates per collected episode are interleaved with collection here, at its ratio.
 """
 
 from __future__ import annotations
@@ -46,11 +57,21 @@ from torch import nn
 
 from agents.base import Agent
 from agents.parts.nets import clipped_step, gaussian_kl, gaussian_log_prob_tanh, gaussian_nll, optimise
-from agents.parts.transformer import GaussianHead, Lamb, TokenTransformer, causal_mask
+from agents.parts.transformer import (
+    SEQUENCE_RANDOMNESS,
+    GaussianHead,
+    Lamb,
+    SequenceRandomness,
+    TokenTransformer,
+    causal_mask,
+)
+from urlb.data.datasets import episode_boundaries
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # the policy's (online-DT's DiagGaussianActor)
 ACTION_LIMIT = 1 - 1e-6  # data actions of +-1 have no atanh: the reference clamps them here
 NORMALISED_LIMIT = 10.0  # standardised observations are clipped here
+RETURN_TARGETS = ("horizon_mean", "return_to_go")
+FINETUNE_SAMPLINGS = ("uniform", "return_weighted")
 
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -93,6 +114,16 @@ def horizon_return(reward: torch.Tensor, context_length: int) -> torch.Tensor:
     return (total[:, span : span + context_length] - total[:, :context_length]) / span
 
 
+def returns_to_go(reward: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """``(M,)`` each row's sum of rewards from it to the end of its episode, for rows ``(M,)``
+    split into episodes ``starts[i] <= row < ends[i]`` (the reference's ``discount_cumsum``
+    with gamma 1), in float64 before rounding once."""
+    total = F.pad(reward.double().cumsum(0), (1, 0))  # total[r]: rewards of rows < r
+    lengths = ends - starts
+    episode_end = total[ends].repeat_interleave(lengths)
+    return (episode_end - total[:-1]).to(reward.dtype)
+
+
 def select_by_return(candidates: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
     """The candidate ``(N, Z)`` of highest predicted return, per world, from ``(M, N, Z)``
     candidates and their ``(M, N)`` predicted returns."""
@@ -105,6 +136,45 @@ def temperature_loss(log_temperature: torch.Tensor, entropy: torch.Tensor, targe
     return log_temperature.exp() * (entropy.detach() - target_entropy)
 
 
+# -- the reference's finetuning data --------------------------------------------------------------
+class EpisodeWindows:
+    """Windows of the replay's complete episodes (those that ended with a flag), read again when
+    ``version`` changes (the agent's count of ended episodes): the reference's finetuning data,
+    a replay of whole trajectories.
+    ``sample`` draws episodes uniformly over their windows, or weighted by return (``R - min R +
+    1e-6``, the reference's ``sample_trajs``), a window uniformly within each, and returns the
+    windows with every step's return-to-go."""
+
+    def __init__(self):
+        self.version, self.data = None, None
+
+    def refresh(self, replay, task_index: int, length: int, version: int) -> None:
+        if version == self.version and self.data is not None:
+            return
+        self.version, data = version, replay.to_dataset()
+        starts, ends = episode_boundaries(data)
+        reward = data["task_reward"][:, task_index]
+        rtg = returns_to_go(reward, starts, ends)
+        complete = (data["terminated"] | data["truncated"])[ends - 1] & (ends - starts >= length)
+        starts, ends = starts[complete], ends[complete]
+        if len(starts) == 0:
+            raise ValueError(
+                f"no complete episode of {length} steps in the replay yet: the reference's finetuning "
+                "settings (return_to_go, return_weighted) need whole episodes before the first update"
+            )
+        keys = ("observation", "action", "task_reward")
+        self.data = {key: data[key] for key in keys} | {"return_to_go": rtg}
+        self.starts, self.windows = starts, ends - starts - length + 1
+        self.returns = rtg[starts]
+
+    def sample(self, batch_size: int, length: int, weighted: bool) -> TensorDict:
+        weights = self.returns - self.returns.min() + 1e-6 if weighted else self.windows.double()
+        episode = torch.multinomial(weights, batch_size, replacement=True)
+        offset = (torch.rand(batch_size, device=episode.device) * self.windows[episode]).long()
+        rows = (self.starts[episode] + offset)[:, None] + torch.arange(length, device=episode.device)
+        return TensorDict({k: v[rows] for k, v in self.data.items()}, batch_size=rows.shape)
+
+
 # -- networks -------------------------------------------------------------------------------------
 class FutureEncoder(nn.Module):
     """q(z | future): a causal transformer over future (s, a) tokens; z_i is read at a_i."""
@@ -115,11 +185,11 @@ class FutureEncoder(nn.Module):
         self.transformer = TokenTransformer(width, layers, heads, dropout)
         self.head = GaussianHead(width, z_dim)
 
-    def forward(self, observation: torch.Tensor, action: torch.Tensor):
+    def forward(self, observation: torch.Tensor, action: torch.Tensor, randomness=SEQUENCE_RANDOMNESS):
         """``(B, K, obs)``, ``(B, K, A)`` future steps -> ``(mean, log_std)`` ``(B, K, Z)``."""
         batch, steps = action.shape[:2]
         tokens = torch.stack([self.embed_state(observation), self.embed_action(action)], 2)
-        out = self.transformer(tokens.flatten(1, 2), causal_mask(2 * steps, action.device))
+        out = self.transformer(tokens.flatten(1, 2), causal_mask(2 * steps, action.device), randomness)
         return self.head(out.view(batch, steps, 2, -1)[:, :, 1])
 
 
@@ -140,10 +210,17 @@ class PDTAgent(Agent):
         kl_weight: beta (1).
         num_future_samples: prior samples z is chosen from when finetuning (256).
         return_lr, return_warmup_updates: the return predictor's warmup (Adam 1e-3, 1500).
+        return_target, return_scale: what f predicts (``RETURN_TARGETS``; module docstring).
+        finetune_sampling: how finetuning draws windows (``FINETUNE_SAMPLINGS``).
+        warmup_frames: finetuning frames that act with the pretrained policy without updates (0).
         updates_per_frame: the finetuning update-to-data ratio (300 per 1000-step episode).
+        offline_updates: the offline pretraining budget (50 x 1000 updates, the reference's
+            README), which ``configs/pretrain.yaml``'s ``offline.updates`` reads.
     """
 
     pretrains_offline = True  # urlb.loop.offline: pretrain.py needs dataset=<path>
+    # Where the update's random numbers come from (the parity tests feed the reference's).
+    randomness: SequenceRandomness = SEQUENCE_RANDOMNESS
 
     def __init__(
         self,
@@ -167,7 +244,12 @@ class PDTAgent(Agent):
         num_future_samples: int = 256,
         return_lr: float = 1e-3,
         return_warmup_updates: int = 1500,
+        return_target: str = "horizon_mean",
+        return_scale: float = 1e-3,
+        finetune_sampling: str = "uniform",
+        warmup_frames: int = 0,
         updates_per_frame: float = 0.3,
+        offline_updates: int = 50000,
     ):
         super().__init__(obs_dim, action_dim)
         if hidden_dim % num_heads or not 1 <= eval_context_length <= context_length:
@@ -175,17 +257,28 @@ class PDTAgent(Agent):
                 f"hidden_dim={hidden_dim} must be a multiple of num_heads={num_heads}, and "
                 f"eval_context_length={eval_context_length} within 1..context_length={context_length}"
             )
+        if return_target not in RETURN_TARGETS or finetune_sampling not in FINETUNE_SAMPLINGS:
+            raise ValueError(
+                f"return_target={return_target!r} must be one of {RETURN_TARGETS}, finetune_sampling="
+                f"{finetune_sampling!r} one of {FINETUNE_SAMPLINGS}"
+            )
         self.batch_size, self.context_length = batch_size, context_length
         self.eval_context_length = eval_context_length
         self.z_dim, self.kl_weight, self.num_future_samples = z_dim, kl_weight, num_future_samples
         self.lr, self.warmup_updates, self.grad_clip = lr, warmup_updates, grad_clip
         self.return_warmup_updates = return_warmup_updates
+        self.return_target, self.return_scale = return_target, return_scale
+        self.finetune_sampling, self.warmup_frames = finetune_sampling, warmup_frames
+        self.offline_updates = offline_updates
+        self.episodes = EpisodeWindows()
+        self.episodes_ended = torch.zeros((), dtype=torch.long)  # by observe(): when to read them again
         self.target_entropy = -float(action_dim)
         self.embed_state = nn.Linear(obs_dim, hidden_dim)
         self.embed_future = nn.Linear(z_dim, hidden_dim)
         self.embed_action = nn.Linear(action_dim, hidden_dim)
         self.transformer = TokenTransformer(hidden_dim, num_layers, num_heads, dropout)
-        self.actor = GaussianHead(hidden_dim, action_dim)  # the policy head, read at z tokens
+        # the policy head, read at z tokens; its log std is soft-clamped in policy() alone
+        self.actor = GaussianHead(hidden_dim, action_dim, log_std_bounds=None)
         self.future_encoder = FutureEncoder(
             obs_dim, action_dim, z_dim, hidden_dim, num_layers, num_heads, dropout
         )
@@ -234,7 +327,7 @@ class PDTAgent(Agent):
         """Pre-tanh ``(mean, log_std)`` ``(B, L, A)`` of a_t, read at each z_t token."""
         batch, steps = state_embed.shape[:2]
         tokens = torch.stack([state_embed, future_embed, action_embed], 2).flatten(1, 2)
-        out = self.transformer(tokens, mask).view(batch, steps, 3, -1)[:, :, 1]
+        out = self.transformer(tokens, mask, self.randomness).view(batch, steps, 3, -1)[:, :, 1]
         mean, log_std = self.actor(out)
         return mean, LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
 
@@ -244,7 +337,7 @@ class PDTAgent(Agent):
     def future_candidates(self, state_embed: torch.Tensor, count: int) -> torch.Tensor:
         """``(count, N, Z)`` samples of p(z | s) for ``(N, W)`` state embeddings."""
         mean, log_std = self.prior(F.relu(state_embed))
-        return mean + log_std.exp() * torch.randn(count, *mean.shape, device=mean.device)
+        return mean + log_std.exp() * self.randomness.normal((count, *mean.shape), mean)
 
     def choose_future(self, state_embed: torch.Tensor) -> torch.Tensor:
         """z ``(N, Z)`` to act on: the best prior sample by f once finetuning has warmed f up,
@@ -290,7 +383,7 @@ class PDTAgent(Agent):
             self.context_mask(state["length"]),
         )
         mean, log_std = mean[:, -1], log_std[:, -1]
-        raw = mean + log_std.exp() * torch.randn_like(mean) if explore else mean
+        raw = mean + log_std.exp() * self.randomness.normal(mean.shape, mean) if explore else mean
         action = torch.tanh(raw).clamp(-ACTION_LIMIT, ACTION_LIMIT)
         state["action"] = torch.cat([state["action"][:, :-1], action[:, None]], 1)
         return action
@@ -305,8 +398,10 @@ class PDTAgent(Agent):
         return causal_mask(3 * steps, length.device) & (filled[:, None, :] | eye)
 
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
-        """Worlds whose episode ended start with an empty context."""
+        """Worlds whose episode ended start with an empty context; ended episodes are counted
+        (the reference's finetuning settings read the replay's episodes again after one)."""
         keep = ~step_output["done"]
+        self.episodes_ended = self.episodes_ended.to(keep.device) + step_output["done"].sum()
         for key in ("observation", "future", "action"):
             state[key] = state[key] * keep[:, None, None]
         state["length"] = state["length"] * keep
@@ -315,16 +410,35 @@ class PDTAgent(Agent):
     # -- learning -------------------------------------------------------------------------------
     def update(self, source, step: int) -> dict[str, torch.Tensor]:
         """One update on 2K-step windows: ``source.sample_windows`` of a dataset sampler while
-        pretraining offline, ``source.sample_sequences`` of the replay while finetuning."""
+        pretraining offline; while finetuning, windows of the replay (``source``) with their
+        return targets, none in the first ``warmup_frames`` frames (``step``)."""
         self.train(True)
         if self.task_index is None:
             return self.update_model(source.sample_windows(self.batch_size, 2 * self.context_length))
-        batch = source.sample_sequences(self.batch_size)
-        warming = self._finetune_updates < self.return_warmup_updates
-        metrics = self.update_return_head(batch) if warming else self.update_model(batch)
+        if step < self.warmup_frames:
+            return {}
+        batch, target = self.finetune_batch(source)
+        if self._finetune_updates < self.return_warmup_updates:
+            metrics = self.update_return_head(batch, target)
+        else:
+            metrics = self.update_model(batch, target)
         self._finetune_updates += 1
         self.finetune_updates += 1
         return metrics
+
+    def finetune_batch(self, replay) -> tuple[TensorDict, torch.Tensor]:
+        """Replay windows ``(B, 2K)`` and f's targets ``(B, K)`` (``return_target``), drawn as
+        ``finetune_sampling`` says."""
+        length, k = 2 * self.context_length, self.context_length
+        if self.return_target == "horizon_mean" and self.finetune_sampling == "uniform":
+            batch = replay.sample_sequences(self.batch_size)
+        else:
+            # one host read per update: has an episode ended since the episodes were read?
+            self.episodes.refresh(replay, self.task_index, length, int(self.episodes_ended))
+            batch = self.episodes.sample(self.batch_size, length, self.finetune_sampling == "return_weighted")
+        if self.return_target == "return_to_go":
+            return batch, batch["return_to_go"][:, :k] * self.return_scale
+        return batch, horizon_return(batch["task_reward"][..., self.task_index], k)
 
     def encode(self, batch: TensorDict):
         """Normalised observations and clamped actions of a window batch, split at K, and
@@ -332,21 +446,22 @@ class PDTAgent(Agent):
         k = self.context_length
         observation = self.normalise(batch["observation"])
         action = batch["action"].clamp(-ACTION_LIMIT, ACTION_LIMIT)
-        posterior = self.future_encoder(observation[:, k:], action[:, k:])
-        z = posterior[0] + posterior[1].exp() * torch.randn_like(posterior[0])
+        posterior = self.future_encoder(observation[:, k:], action[:, k:], self.randomness)
+        z = posterior[0] + posterior[1].exp() * self.randomness.normal(posterior[0].shape, posterior[0])
         return observation[:, :k], action[:, :k], z, posterior
 
-    def update_model(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+    def update_model(self, batch: TensorDict, target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One LAMB step on PDT's loss (with f's NLL of ``target`` ``(B, K)`` when finetuning)
+        and one temperature step."""
         observation, action, z, posterior = self.encode(batch)
         state_embed, future_embed = self.embed_state(observation), self.embed_future(z)
         mask = causal_mask(3 * self.context_length, observation.device)
         mean, log_std = self.policy(state_embed, future_embed, self.embed_action(action), mask)
         log_prob = gaussian_log_prob_tanh(mean, log_std, torch.atanh(action))
-        raw = mean + log_std.exp() * torch.randn_like(mean)
+        raw = mean + log_std.exp() * self.randomness.normal(mean.shape, mean)
         entropy = -gaussian_log_prob_tanh(mean, log_std, raw)
         return_nll = None
-        if self.task_index is not None:
-            target = horizon_return(batch["task_reward"][..., self.task_index], self.context_length)
+        if target is not None:
             r_mean, r_log_std = self.predicted_return(state_embed, future_embed)
             return_nll = gaussian_nll(target, r_mean.squeeze(-1), r_log_std.squeeze(-1))
         temperature = self.log_temperature.exp()
@@ -364,12 +479,12 @@ class PDTAgent(Agent):
         )
         return metrics | {"temperature": temperature.detach()}
 
-    def update_return_head(self, batch: TensorDict) -> dict[str, torch.Tensor]:
-        """Finetuning's warmup: f alone learns the task's returns from posterior z."""
+    def update_return_head(self, batch: TensorDict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Finetuning's warmup: f alone learns ``target`` ``(B, K)`` from posterior z (the
+        future encoder runs as in training, dropout included, as the reference's forward does)."""
         with torch.no_grad():
             observation, _, z, _ = self.encode(batch)
             state_embed, future_embed = self.embed_state(observation), self.embed_future(z)
-        target = horizon_return(batch["task_reward"][..., self.task_index], self.context_length)
         mean, log_std = self.predicted_return(state_embed, future_embed)
         loss = gaussian_nll(target, mean.squeeze(-1), log_std.squeeze(-1)).mean()
         optimise(self.return_opt, loss)

@@ -71,7 +71,9 @@ class RND(RewardModel):
         # reward model (Plan2Explore predicts the embedding); RND does not use it.
         super().__init__()
         if obs_normalisation not in OBS_NORMALISATIONS:
-            raise ValueError(f"obs_normalisation must be one of {OBS_NORMALISATIONS}, got {obs_normalisation!r}")
+            raise ValueError(
+                f"obs_normalisation must be one of {OBS_NORMALISATIONS}, got {obs_normalisation!r}"
+            )
         self.scale, self.obs_clip, self.obs_normalisation = scale, obs_clip, obs_normalisation
         self.predictor = mlp(obs_dim, hidden_dim, rep_dim)
         self.target = mlp(obs_dim, hidden_dim, rep_dim).requires_grad_(False)

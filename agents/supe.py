@@ -22,28 +22,41 @@ The high-level SAC is RLPD's (Ball et al. 2023), as the reference's SACLearner w
 ``rlpd_config`` and README flags: 10 Q networks with LayerNorm, the target's min over 2 of them
 drawn per minibatch, no entropy term in the target (``backup_entropy=False``), the actor on the
 heads' mean; ``utd_ratio`` critic minibatches, then one actor and one temperature step, once
-per env step.
+per env step. RND and r_hat train once per high-level step (``model_update_schedule=segment``,
+the reference's): RND on the latest high-level transitions (s, u) of the worlds that drew a
+skill, r_hat on the online halves of that update's ``utd_ratio`` minibatches (the reference:
+its last update's online batch, cut into as many). Evaluation samples the low-level policy and
+clips (``eval_action=sample``, the reference's ``MetaPolicyActionWrapper``); the high level acts
+on its mean.
+
+Offline budget: ``offline_updates`` (1,000,000: the reference restores its OPAL checkpoint at
+step 1,000,000), which ``configs/pretrain.yaml``'s ``offline.updates`` reads; the debug preset
+overrides it, and a CPU run passes ``offline.updates=<n> offline.snapshot_updates=[<n>]``.
 
 Finetuning (``init_from``): the VAE (encoder, prior, low-level policy) transfers and stays frozen,
 as in the paper; the high-level SAC, the reward model and RND start fresh; the prior data is the
 dataset the snapshot was pretrained on (``agent.dataset``, kept in its config).
 
 Departures from the reference: the high-level SAC's actor has urlb's two hidden layers (the
-reference's three), its networks urlb's orthogonal initialisation, and its critic sums the heads'
-squared errors (the reference averages them: the same Adam steps up to epsilon); the target's
-min over 2 heads is the README's Kitchen setting (its AntMaze runs use 1, with ``min`` relabelling,
-which urlb does not have); the reward model trains on every critic minibatch's online half and
-RND on one online half-batch per update (the reference: the latest high-level transition), and
-urlb's RND has two hidden layers and a running input normaliser (the bonus is its raw error, as
-the reference's);
+reference's three) and soft-clamped log std, its networks urlb's orthogonal initialisation; the
+critic's LayerNorm has torch's epsilon 1e-5 (Flax's 1e-6); the target's min over 2 heads is
+the README's Kitchen setting (its AntMaze runs use 1, with ``min`` relabelling, which urlb does
+not have); urlb's RND has two hidden layers (the
+reference's three) and a running input normaliser (the reference feeds raw (s, u); the bonus is
+the raw error times c, as the reference's); r_hat and RND train from the first update (the
+reference: after 5000 and 10000 env steps). ``model_update_schedule=update`` (ours before
+issue 19) trains r_hat on every critic minibatch's online half (after the minibatches, where it
+stepped between them before) and RND on one online half-batch per update; ``eval_action=mean``
+evaluates on the low-level mean.
 URLB's tasks never terminate, so the dataset's own flags stand in for the learned mask. Online
 segments are read from replay windows of 2H - 1 steps, each holding one whole segment; the first
 and last segment of an episode are drawn 1/H as often as the others. Segments whose skill the
 high-level policy did not choose (the runner's uniform seed frames) are labelled by the encoder,
 like prior data. The runner's seed frames act uniformly at random (URLB's protocol) where the
-reference runs uniform random skills for its first 5000 steps. Before finetuning, skills are drawn
-from the state prior (zero-shot evaluation): pretraining is reward-free, so the reference's offline
-IQL policy, trained on the dataset's rewards for its evaluations only, is left out.
+reference runs skills drawn from the state prior for its first 5000 steps. Before finetuning,
+skills are drawn from the state prior (zero-shot evaluation): pretraining is reward-free, so the
+reference's offline IQL policy, trained on the dataset's rewards for its evaluations only, is
+left out.
 """
 
 from __future__ import annotations
@@ -53,11 +66,22 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from agents.parts.nets import gaussian_kl, gaussian_nll, mlp, optimise, orthogonal_init
+from agents.parts.nets import (
+    TORCH_RANDOMNESS,
+    Randomness,
+    gaussian_kl,
+    gaussian_nll,
+    mlp,
+    optimise,
+    orthogonal_init,
+)
 from agents.parts.skill_vae import SKILL_LIMIT, SkillVAE
 from agents.rnd import RND
 from agents.sac import SACAgent
 from urlb.data.datasets import DatasetSampler
+
+MODEL_UPDATE_SCHEDULES = ("segment", "update")
+EVAL_ACTIONS = ("sample", "mean")
 
 
 # -- losses and labels ----------------------------------------------------------------------------
@@ -124,12 +148,20 @@ class SUPEAgent(Agent):
             0.5: target entropy -skill_dim / 2, 0.005).
         num_critics, critic_subsample, backup_entropy: its RLPD critic (10 Q networks, the
             target's min over 2 drawn per minibatch, no entropy in the target; ``agents/sac.py``).
+        model_update_schedule: when RND and r_hat train (``MODEL_UPDATE_SCHEDULES``: ``segment``,
+            the reference's, once per high-level step; ``update``, every update).
+        eval_action: the low-level action when evaluating (``EVAL_ACTIONS``: ``sample``, the
+            reference's, clipped to [-1, 1]; ``mean``).
         updates_per_frame: finetuning updates per env step (1).
+        offline_updates: the offline pretraining budget (1,000,000, the reference's OPAL
+            checkpoint), read by ``configs/pretrain.yaml``'s ``offline.updates``.
         dataset: the prior data's path; pretraining fills it from ``dataset=``, finetuning reads
             the snapshot's unless given.
     """
 
     pretrains_offline = True  # urlb.loop.offline: pretrain.py needs dataset=<path>
+    # Where the VAE's posterior noise comes from (the parity tests feed the reference's).
+    randomness: Randomness = TORCH_RANDOMNESS
 
     def __init__(
         self,
@@ -151,7 +183,10 @@ class SUPEAgent(Agent):
         num_critics: int = 10,
         critic_subsample: int | None = 2,
         backup_entropy: bool = False,
+        model_update_schedule: str = "segment",
+        eval_action: str = "sample",
         updates_per_frame: float = 1.0,
+        offline_updates: int = 1_000_000,
         dataset: str | None = None,
     ):
         super().__init__(obs_dim, action_dim)
@@ -162,8 +197,15 @@ class SUPEAgent(Agent):
             )
         self.batch_size, self.horizon, self.latent_dim = batch_size, horizon, skill_dim
         self.kl_weight, self.discount, self.offline_ratio = kl_weight, discount, offline_ratio
+        if model_update_schedule not in MODEL_UPDATE_SCHEDULES or eval_action not in EVAL_ACTIONS:
+            raise ValueError(
+                f"model_update_schedule={model_update_schedule!r} must be one of {MODEL_UPDATE_SCHEDULES}, "
+                f"eval_action={eval_action!r} one of {EVAL_ACTIONS}"
+            )
         self.utd_ratio, self.rnd_coefficient = utd_ratio, rnd_coefficient
-        self.dataset = dataset
+        self.model_update_schedule, self.eval_action = model_update_schedule, eval_action
+        self.offline_updates, self.dataset = offline_updates, dataset
+        self.new_segments: list[torch.Tensor] = []  # (s, u, drawn) rows of act() since the last update
         self.prior: DatasetSampler | None = None  # the prior data, loaded when finetuning needs it
         self.skills = SkillVAE(obs_dim, action_dim, skill_dim, horizon, hidden_dim)
         self.high = SACAgent(
@@ -178,10 +220,20 @@ class SUPEAgent(Agent):
             num_critics=num_critics,
             critic_subsample=critic_subsample,
             backup_entropy=backup_entropy,
+            critic_loss_weight=1.0 / num_critics,  # RLPD averages the heads' errors
         )
         self.reward_predictor = mlp(obs_dim + skill_dim, hidden_dim, 1, depth=3)  # r_hat(s, u)
         self.reward_predictor.apply(orthogonal_init)
-        self.rnd = RND(obs_dim + skill_dim, skill_dim, hidden_dim=hidden_dim, lr=lr, rep_dim=hidden_dim)
+        # Running input statistics: the reference's RND steps on the few transitions of one
+        # high-level step, where a batch's own statistics are undefined.
+        self.rnd = RND(
+            obs_dim + skill_dim,
+            skill_dim,
+            hidden_dim=hidden_dim,
+            lr=lr,
+            rep_dim=hidden_dim,
+            obs_normalisation="running",
+        )
         self.skills_opt = torch.optim.Adam(self.skills.parameters(), lr=lr)
         self.reward_opt = torch.optim.Adam(self.reward_predictor.parameters(), lr=lr)
 
@@ -189,6 +241,15 @@ class SUPEAgent(Agent):
     def actor(self) -> nn.Module:
         """The high-level policy pi(u | s)."""
         return self.high.actor
+
+    def training_state(self) -> dict:
+        """As :meth:`Agent.training_state`, with the (s, u) of skills drawn since the last
+        update, which the next update's RND step reads: a resume continues exactly."""
+        return super().training_state() | {"new_segments": list(self.new_segments)}
+
+    def load_training_state(self, state: dict) -> None:
+        super().load_training_state(state)
+        self.new_segments = list(state.get("new_segments", []))
 
     def optimisers(self):
         high = {f"high.{name}": opt for name, opt in self.high.optimisers().items()}
@@ -234,8 +295,11 @@ class SUPEAgent(Agent):
         start = state["segment_step"] == 0
         state["skill"] = torch.where(start[:, None], self.choose_skill(observation, explore), state["skill"])
         state["chosen"] = state["chosen"] | start
-        mean, log_std = self.skills.decode(observation, torch.atanh(state["skill"]))
-        action = mean + log_std.exp() * torch.randn_like(mean) if explore else mean
+        if explore and self.task_index is not None:  # the (s, u) of new high-level transitions
+            self.new_segments.append(torch.cat([observation, state["skill"], start[:, None]], -1))
+        action, log_std = self.skills.decode(observation, torch.atanh(state["skill"]))  # pi's mean
+        if explore or self.eval_action == "sample":
+            action = action + log_std.exp() * torch.randn_like(action)
         return action.clamp(-1, 1)
 
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
@@ -251,7 +315,7 @@ class SUPEAgent(Agent):
         ``utd_ratio`` critic minibatches from the replay and the prior data, then the actor."""
         if self.task_index is None:
             return self.update_skills(source.sample_windows(self.batch_size, self.horizon))
-        prior = self.prior_data()
+        prior, onlines = self.prior_data(), []
         for _ in range(self.utd_ratio):
             batch, online, metrics = self.mixed_batch(source, prior)
             metrics |= self.high.update_critic(
@@ -261,16 +325,34 @@ class SUPEAgent(Agent):
                 batch["discount"],
                 batch["next_observation"],
             )
-            metrics |= self.update_reward_predictor(online)
+            onlines.append(online)
         metrics |= self.high.update_actor(batch["observation"], step)  # RLPD: on the last minibatch
-        inputs = torch.cat([online["observation"], online["skill"]], -1)
+        return metrics | self.update_models(onlines)
+
+    def update_models(self, onlines: list[TensorDict]) -> dict[str, torch.Tensor]:
+        """r_hat on the online halves ``onlines``, one step each, and one RND step, as
+        ``model_update_schedule`` says: every update (RND on the last online half), or only
+        after a skill was drawn (RND on the (s, u) of the worlds that drew one)."""
+        if self.model_update_schedule == "update":
+            inputs = torch.cat([onlines[-1]["observation"], onlines[-1]["skill"]], -1)
+        else:
+            drawn = torch.cat(self.new_segments) if self.new_segments else None
+            self.new_segments = []
+            if drawn is None:
+                return {}
+            inputs = drawn[drawn[:, -1] > 0, :-1]  # one host sync per update
+            if len(inputs) == 0:
+                return {}
+        metrics = {}
+        for online in onlines:
+            metrics = self.update_reward_predictor(online)
         rnd = self.rnd.update(TensorDict({"observation": inputs}, batch_size=inputs.shape[:1]))
         return metrics | {"rnd_loss": rnd["rnd_loss"]}
 
     def update_skills(self, windows: TensorDict) -> dict[str, torch.Tensor]:
         observation, action = windows["observation"], windows["action"]
         posterior = self.skills.posterior(observation, action)
-        skill = posterior[0] + posterior[1].exp() * torch.randn_like(posterior[0])
+        skill = posterior[0] + posterior[1].exp() * self.randomness.normal(posterior[0].shape, posterior[0])
         mean, log_std = self.skills.decode(observation, skill[:, None].expand(-1, self.horizon, -1))
         prior = self.skills.prior(observation[:, 0])
         loss, metrics = vae_loss(gaussian_log_prob(action, mean, log_std), posterior, prior, self.kl_weight)

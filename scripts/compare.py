@@ -14,8 +14,9 @@ Writes ``<out>/report.md`` (also printed), ``<out>/aggregates.csv`` and the figu
 published: names (``DIAYN APT``), ``auto`` (those matching a measured agent) or ``all``.
 
 Runs of different protocols (pretrain, snapshot or finetune frames) are refused unless
-``--group-by`` splits them into separate rows; runs that stopped early, tasks a method lacks and
-skipped lines are listed under Notes. Exits 2 with one line on input a report cannot use.
+``--group-by`` splits them into separate rows, and so are two disagreeing records of one run's
+evaluation (a run written twice); runs that stopped early, tasks a method lacks and skipped
+lines are listed under Notes. Exits 2 with one line on input a report cannot use.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from urlb.data.records import write_atomically
 from urlb.report.report import PROTOCOL_FIELDS, ReportError, build_report, markdown, write_csv
 
 
@@ -71,7 +73,7 @@ def main() -> int:
 
         figures = write_figures(report, args.out)
         text += "\n" + "\n".join(f"![{path.stem}]({path.name})" for path in figures) + "\n"
-    (args.out / "report.md").write_text(text)
+    write_atomically(args.out / "report.md", text)
     write_csv(report, args.out / "aggregates.csv")
     print(text)
     print(f"wrote {args.out / 'report.md'}, {args.out / 'aggregates.csv'} and {len(figures)} figure(s)")

@@ -1,69 +1,84 @@
 #!/usr/bin/env bash
-# GPU checks for the warp backend on CUDA, run on a machine with an NVIDIA GPU:
-#   bash scripts/gpu_check.sh            # with the package installed in the current Python
-# On a machine without network access, put the wheels it lacks in .whl/ (mujoco,
-# mujoco-warp, warp-lang, dm-control and its deps, tensordict, torchrl, gymnasium) and
-# they are installed to /tmp/site first. Prints GPU parity and a throughput table
-# (1k-16k worlds, eager and CUDA-graph stepping).
+# The GPU check (issue 23): one run of a few minutes that answers what the README's GPU figures
+# need, everything written under one folder (--out):
+#   1. cpu-vs-warp parity on the device for walker, quadruped and jaco (the CPU tests' tolerance);
+#   2. env throughput, 1k-16k worlds, eager vs CUDA graph, states and 84x84 pixels, next to the
+#      physics-only ceiling of the same run;
+#   3. one DDPG update at 1024 wide / batch 1024, eager and captured in a CUDA graph;
+#   4. pretrain -> finetune through the entry points, DDPG and Plan2Explore, short budgets;
+#   5. one markdown table naming the GPU (table.md), and the Warp modules compiled during the run
+#      (compiled_here.txt: empty when the ahead-of-time kernels were all found).
+#
+#   bash scripts/gpu_check.sh                                   # package installed, GPU present
+#   bash scripts/gpu_check.sh --bundle DIR --target DIR         # offline node: install the bundle of
+#                                                               # scripts/gpu/pack.py first
+#   bash scripts/gpu_check.sh --device cpu --quick --bundle ... # the rehearsal on a machine without GPU
+# Options: --out DIR (default gpu_check_out), --worlds "1024 4096 16384", --pixel-worlds "1024 4096".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 MUJOCO_GL=egl URLB_WARP_CACHE="${URLB_WARP_CACHE:-$PWD/.cache/warp}"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+OUT=gpu_check_out DEVICE=cuda BUNDLE="" TARGET="" QUICK=0
+WORLDS="1024 4096 16384" PIXEL_WORLDS="1024 4096"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUT=$2; shift 2 ;;
+    --bundle) BUNDLE=$2; shift 2 ;;
+    --target) TARGET=$2; shift 2 ;;
+    --device) DEVICE=$2; shift 2 ;;
+    --worlds) WORLDS=$2; shift 2 ;;
+    --pixel-worlds) PIXEL_WORLDS=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+exec > >(tee -a "$OUT/log.txt") 2>&1
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-egl}
+if [ -n "$BUNDLE" ]; then
+  TARGET=${TARGET:-$BUNDLE/installed}
+  $PY scripts/gpu/unpack.py "$BUNDLE" --target "$TARGET"
+  TARGET=$(cd "$TARGET" && pwd)
+  export PYTHONPATH="$TARGET/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" URLB_WARP_CACHE="$TARGET/warp-cache"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'"
-python3 -m pytest -q -m gpu tests
-python3 scripts/gpu_bench.py "$@"
-# The runner on CUDA: warp backend, replay and updates on the GPU, URLB preset sizes
-# (1024-wide networks, batch 1024, one update every 2 env steps), a short budget.
-python3 pretrain.py agent=ddpg env=walker device=cuda backend=warp threads=null \
-  protocol.pretrain_frames=20000 protocol.snapshot_frames=[] protocol.eval_every_frames=10000 \
-  run_dir=/tmp/urlb_gpu_pretrain snapshot_root=/tmp/urlb_gpu_snapshots
-python3 - <<'PY'
-import csv
-rows = list(csv.DictReader(open("/tmp/urlb_gpu_pretrain/time.csv")))
-last = rows[-1]
-updates_per_s = float(last["updates"]) / float(last["elapsed_s"])
-print(f"pretrain on CUDA (urlb preset, ddpg, walker): {float(last['fps']):.0f} frames/s, {updates_per_s:.1f} updates/s")
-PY
-# METRA on CUDA with 64 worlds: skills, 1-step replay, the skill evaluator (48 rollouts on
-# the warp backend) and the PNG, with everything on the GPU.
-python3 pretrain.py agent=metra env=quadruped device=cuda backend=warp threads=null \
-  protocol.num_envs=64 protocol.pretrain_frames=64000 protocol.snapshot_frames=[64000] \
-  protocol.eval_every_frames=32000 run_dir=/tmp/urlb_gpu_metra snapshot_root=/tmp/urlb_gpu_snapshots
-python3 - <<'PY'
-import csv, json
-rows = list(csv.DictReader(open("/tmp/urlb_gpu_metra/time.csv")))
-coverage = [json.loads(l) for l in open("/tmp/urlb_gpu_metra/skills/coverage.jsonl")]
-print(f"metra on CUDA (quadruped, 64 worlds): {float(rows[-1]['fps']):.0f} frames/s, coverage {coverage}")
-PY
-# Plan2Explore + Dreamer on CUDA at Rajeswar et al.'s sizes (50 x 50 sequences, 32x32
-# latents, 4x400 heads, one update every 10 env steps): sequence replay on the GPU.
-python3 pretrain.py agent=plan2explore env=walker device=cuda backend=warp threads=null \
-  protocol.num_envs=8 protocol.pretrain_frames=24000 protocol.snapshot_frames=[] \
-  protocol.eval_every_frames=24000 run_dir=/tmp/urlb_gpu_p2e snapshot_root=/tmp/urlb_gpu_snapshots
-python3 - <<'PY'
-import csv
-rows = list(csv.DictReader(open("/tmp/urlb_gpu_p2e/time.csv")))
-last = rows[-1]
-print(f"plan2explore on CUDA (urlb sizes, walker, 8 worlds): {float(last['fps']):.0f} frames/s, "
-      f"{float(last['updates']) / float(last['elapsed_s']):.2f} updates/s")
-PY
-# Pixels on CUDA: the env (physics x2, pose refresh and render in one CUDA graph) against
-# physics-only steps, then DDPG from 84x84 frames with the replay and the encoder on the GPU.
-python3 scripts/bench_envs.py --pixels --backends warp --domains walker quadruped --num-envs 64 256 1024 4096
-python3 pretrain.py agent=ddpg env=walker obs=pixels device=cuda backend=warp threads=null \
-  protocol.num_envs=16 protocol.pretrain_frames=40000 protocol.snapshot_frames=[] \
-  protocol.eval_every_frames=40000 replay.capacity=100000 agent.batch_size=256 \
-  run_dir=/tmp/urlb_gpu_pixels snapshot_root=/tmp/urlb_gpu_snapshots
-python3 - <<'PY'
-import csv
-rows = list(csv.DictReader(open("/tmp/urlb_gpu_pixels/time.csv")))
-last = rows[-1]
-print(f"ddpg from pixels on CUDA (urlb preset, walker, 16 worlds): {float(last['fps']):.0f} frames/s, "
-      f"{float(last['updates']) / float(last['elapsed_s']):.1f} updates/s")
-PY
+CACHE=${URLB_WARP_CACHE:-$HOME/.cache/urlb/warp}
+date -u +"%F %T UTC: gpu_check on $(hostname), device $DEVICE, Warp cache $CACHE"
+touch "$OUT/.start"
+if [ "$DEVICE" != cpu ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+fi
+
+if [ "$QUICK" = 1 ]; then  # the rehearsal: a few worlds, tiny networks
+  STEPS=3 ITERATIONS=2 PRESET=preset=debug
+  DDPG="protocol.num_envs=2 protocol.pretrain_frames=600 protocol.finetune_frames=600 protocol.seed_frames=200"
+  P2E="$DDPG"
+else
+  STEPS=50 ITERATIONS=50 PRESET=preset=urlb
+  DDPG="protocol.num_envs=16 protocol.pretrain_frames=16000 protocol.finetune_frames=8000"
+  P2E="protocol.num_envs=8 protocol.pretrain_frames=8000 protocol.finetune_frames=6000"
+fi
+# shellcheck disable=SC2086  # the world lists are word lists
+$PY scripts/gpu_bench.py bench --out "$OUT" --device "$DEVICE" --worlds $WORLDS \
+  --pixel-worlds $PIXEL_WORLDS --steps $STEPS --update-iterations $ITERATIONS
+
+# Pretrain -> finetune through the entry points (scripts/gpu/entry.py: Warp loads CUBINs).
+entry() { $PY scripts/gpu/entry.py "$@" device="$DEVICE" backend=warp $PRESET console=false tensorboard=false \
+  snapshot_root="$OUT/snapshots"; }
+for agent in ddpg plan2explore; do
+  sizes=$DDPG; [ $agent = plan2explore ] && sizes=$P2E
+  frames=$(sed -E 's/.*pretrain_frames=([0-9]+).*/\1/' <<<"$sizes")
+  # shellcheck disable=SC2086
+  entry pretrain.py agent=$agent env=walker $sizes "protocol.snapshot_frames=[$frames]" \
+    protocol.eval_every_frames="$frames" run_dir="$OUT/runs/${agent}_pretrain"
+  # shellcheck disable=SC2086
+  entry finetune.py agent=$agent task=walker_run snapshot="$frames" $sizes \
+    protocol.eval_every_frames=1000000 run_dir="$OUT/runs/${agent}_finetune"
+done
+$PY scripts/gpu_bench.py runs --out "$OUT" "$OUT"/runs/*
+
+# What Warp had to compile here: the ahead-of-time kernels cover a module when nothing is new.
+find "$CACHE" -newer "$OUT/.start" -type f \( -name '*.cubin' -o -name '*.ptx' -o -name '*.o' \) \
+  > "$OUT/compiled_here.txt" || true
+echo "Warp modules compiled during the check: $(wc -l < "$OUT/compiled_here.txt") (compiled_here.txt)"
+$PY scripts/gpu_bench.py table --out "$OUT"

@@ -2,11 +2,14 @@
 and (METRA) zero-shot goal reaching. Results are files in ``--out`` (default: the
 snapshot's pretraining run folder's ``skills/report_<frames>/``).
 
-    python scripts/skill_report.py snapshots/metra/quadruped/seed_1/snapshot_2000000.pt
+    python scripts/skill_report.py snapshots/metra/quadruped/seed_1/<config>/snapshot_2000000.pt
 
 Writes ``report.json`` (coverage, goal-reaching success within 3 and 1 units, final
 distances), ``trajectories.png`` (48 skills coloured by skill), ``skills.mp4`` (a few
 skills side by side) and ``goals.png`` (goal-reaching paths with their goals).
+
+A snapshot is data: its stored config is checked (``urlb.run.spec.stored_config``: only the
+project's agents, plain values) before anything is built from it or any file is written.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ import torch
 def main() -> None:
     # Headless rendering for the video, set before anything imports MuJoCo's GL layer.
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from omegaconf import OmegaConf
-
     from envs import make_env
     from urlb.data.checkpoint import load_snapshot
+    from urlb.data.records import write_atomically
     from urlb.measure.skills import (
         coverage,
         goal_reaching,
@@ -35,7 +37,7 @@ def main() -> None:
         skill_video,
     )
     from urlb.run.build import build_agent
-    from urlb.run.plan import observe_pose
+    from urlb.run.spec import stored_config, stored_observe_pose
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -54,13 +56,19 @@ def main() -> None:
     torch.set_num_threads(1)
 
     snapshot = load_snapshot(args.snapshot)
-    config, domain, frames = snapshot["config"], snapshot["domain"], snapshot["frames"]
+    # Checked before anything is built or written: the snapshot names no code, and only plain
+    # values of the kinds expected (a frame count, a run folder) place the output.
+    config = stored_config(snapshot, args.snapshot)
+    domain, frames = snapshot.get("domain"), snapshot.get("frames")
+    whole = isinstance(frames, int) and not isinstance(frames, bool)
+    if not whole or not isinstance(domain, str) or not isinstance(config.get("agent"), dict):
+        raise SystemExit(f"{args.snapshot} is not a pretraining snapshot (no frame count, domain or agent)")
+    if args.out is None and not isinstance(config.get("run_dir"), str):
+        raise SystemExit(f"{args.snapshot} names no run folder; pass --out")
     out = args.out or Path(config["run_dir"]) / "skills" / f"report_{frames}"
-    out.mkdir(parents=True, exist_ok=True)
-    pose = observe_pose(OmegaConf.create(config))
+    pose = stored_observe_pose(config)
     probe = make_env(domain, 1, backend=args.backend, seed=args.seed, observe_pose=pose)
-    # build_agent accepts only the project's own agent classes: the snapshot names no code.
-    agent = build_agent(OmegaConf.create(config["agent"]), probe, probe.device)
+    agent = build_agent(config["agent"], probe, probe.device)
     agent.load_state_dict(snapshot["agent"])
     agent.eval()
     model = agent.reward_model
@@ -75,6 +83,7 @@ def main() -> None:
         "domain": domain,
         "frames": frames,
     }
+    out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(args.seed)
     skills = model.evaluation_skills(args.rollouts, generator)
     env = make_env(domain, args.rollouts, backend=args.backend, seed=args.seed, observe_pose=pose)
@@ -120,7 +129,7 @@ def main() -> None:
             "mean_final_distance": float(result["final_distance"].mean()),
             "mean_start_distance": float(goals.norm(dim=1).mean()),
         }
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_atomically(out / "report.json", json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 

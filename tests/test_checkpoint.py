@@ -1,4 +1,5 @@
-"""Snapshots: atomic round trip, refusal of pickled code and corrupt files, exact lookup."""
+"""Snapshots: atomic round trip, refusal of pickled code and corrupt files, exact lookup (one
+folder per configuration, and a lookup that asks which when several match)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from urlb.data.checkpoint import (
+    SnapshotAmbiguousError,
     SnapshotError,
     SnapshotNotFoundError,
     checkpoint_path,
@@ -22,7 +24,10 @@ from urlb.data.checkpoint import (
     parse_frames,
     save_snapshot,
     snapshot_path,
+    write_snapshot_config,
 )
+
+CONFIG = "0123abcd00"  # a configuration's folder (urlb.run.plan.snapshot_config_key)
 
 
 def _payload() -> dict:
@@ -156,9 +161,11 @@ def test_missing_file_is_a_file_not_found_error_naming_the_path(tmp_path):
 
 # -- layout and lookup -------------------------------------------------------------------------
 def test_snapshot_path_layout(tmp_path):
-    assert snapshot_path(tmp_path, "diayn", "walker", 3, 100_000) == (
-        tmp_path / "diayn" / "walker" / "seed_3" / "snapshot_100000.pt"
+    assert snapshot_path(tmp_path, "diayn", "walker", 3, 100_000, CONFIG) == (
+        tmp_path / "diayn" / "walker" / "seed_3" / CONFIG / "snapshot_100000.pt"
     )
+    with pytest.raises(ValueError, match="not a configuration hash"):
+        snapshot_path(tmp_path, "diayn", "walker", 3, 100_000, "../../etc")
 
 
 @pytest.mark.parametrize(
@@ -176,14 +183,14 @@ def test_parse_frames_rejects_non_counts(text):
         parse_frames(text)
 
 
-def _save_snapshots(root: Path, seed: int, frame_counts: list[int]) -> None:
+def _save_snapshots(root: Path, seed: int, frame_counts: list[int], config: str = CONFIG) -> None:
     for frames in frame_counts:
-        save_snapshot(snapshot_path(root, "diayn", "walker", seed, frames), {"frame": frames})
+        save_snapshot(snapshot_path(root, "diayn", "walker", seed, frames, config), {"frame": frames})
 
 
 def test_find_snapshot_by_frames_and_by_path(tmp_path):
     _save_snapshots(tmp_path, seed=0, frame_counts=[100_000, 1_000_000])
-    expected = snapshot_path(tmp_path, "diayn", "walker", 0, 100_000)
+    expected = snapshot_path(tmp_path, "diayn", "walker", 0, 100_000, CONFIG)
     for spec in (100_000, "100000", "100k"):
         assert find_snapshot(spec, tmp_path, "diayn", "walker", 0) == expected
     assert find_snapshot("1M", tmp_path, "diayn", "walker", 0).name == "snapshot_1000000.pt"
@@ -191,13 +198,18 @@ def test_find_snapshot_by_frames_and_by_path(tmp_path):
     assert find_snapshot(str(expected), tmp_path, "other", "other", 9) == expected
 
 
+def test_find_snapshot_still_finds_the_old_layout(tmp_path):
+    old = tmp_path / "diayn" / "walker" / "seed_0" / "snapshot_100000.pt"
+    save_snapshot(old, {"frame": 100_000})
+    assert find_snapshot("100k", tmp_path, "diayn", "walker", 0) == old
+
+
 def test_find_snapshot_missing_names_where_it_looked_and_what_exists(tmp_path):
     _save_snapshots(tmp_path, seed=0, frame_counts=[1_000_000, 100_000])
-    looked_for = snapshot_path(tmp_path, "diayn", "walker", 0, 500_000)
     with pytest.raises(SnapshotNotFoundError) as error:
         find_snapshot("500k", tmp_path, "diayn", "walker", 0)
     message = str(error.value)
-    assert str(looked_for) in message
+    assert str(tmp_path / "diayn" / "walker" / "seed_0" / "<config>" / "snapshot_500000.pt") in message
     assert "available for this seed: 100000, 1000000" in message
     assert "\n" not in message
 
@@ -209,9 +221,26 @@ def test_find_snapshot_never_falls_back_to_another_seed(tmp_path):
     with pytest.raises(SnapshotNotFoundError) as error:
         find_snapshot("100k", tmp_path, "diayn", "walker", 0)
     message = str(error.value)
-    assert str(snapshot_path(tmp_path, "diayn", "walker", 0, 100_000)) in message
+    assert str(tmp_path / "diayn" / "walker" / "seed_0") in message
     assert "seed_1" not in message and "seed_2" not in message
     assert message.endswith("available for this seed: none")
+
+
+def test_find_snapshot_asks_which_configuration_when_several_match(tmp_path):
+    """Issue 22: a second configuration's snapshots no longer replace the first's; a frame count
+    that both have is ambiguous, and the error names each with what tells them apart."""
+    for config, lr in (("aaaaaaaa00", 1e-4), ("bbbbbbbb00", 1e-3)):
+        _save_snapshots(tmp_path, seed=0, frame_counts=[100_000], config=config)
+        directory = snapshot_path(tmp_path, "diayn", "walker", 0, 0, config).parent
+        write_snapshot_config(directory, {"agent": {"lr": lr, "hidden_dim": 32}, "seed": 0})
+    _save_snapshots(tmp_path, seed=0, frame_counts=[500_000], config="bbbbbbbb00")
+    with pytest.raises(SnapshotAmbiguousError) as error:
+        find_snapshot("100k", tmp_path, "diayn", "walker", 0)
+    message = str(error.value)
+    assert "matches 2 configurations" in message and "say which with snapshot=<path>" in message
+    assert "aaaaaaaa00/snapshot_100000.pt (agent.lr=0.0001)" in message
+    assert "bbbbbbbb00/snapshot_100000.pt (agent.lr=0.001)" in message and "\n" not in message
+    assert find_snapshot("500k", tmp_path, "diayn", "walker", 0).parent.name == "bbbbbbbb00"
 
 
 def test_find_snapshot_missing_path(tmp_path):

@@ -81,3 +81,61 @@ def test_runs_on_the_ddpg_backbone_with_skill_inputs():
     assert agent.actor.trunk[0].in_features == 4 + 16
     state = agent.init_state(3)
     assert agent.replay_extras(state)["skill"].shape == (3, 16)
+
+
+def test_evaluation_holds_one_skill_for_every_episode_like_urlb():
+    """URLB's eval draws one meta (init_meta) for all its episodes and never updates it;
+    evaluate() starts from DDPGAgent.evaluation_state, which asks the skill model."""
+    from functools import partial
+
+    torch.manual_seed(0)
+    agent = DDPGAgent(
+        4, 2, hidden_dim=8, batch_size=4, reward_model=partial(DIAYN, skill_dim=16, hidden_dim=8)
+    )
+    state = agent.evaluation_state(3)
+    assert torch.equal(state["skill"], state["skill"][:1].expand(3, -1))  # one skill, every world
+    held = state["skill"].clone()
+    for _ in range(5):  # neither the 50-step schedule nor an episode's end redraws it
+        state = schedule_step(agent, state, [50, 100, 7], [False, False, True])
+    assert torch.equal(state["skill"], held)
+    # the training rule draws per world and redraws on schedule
+    schedule = DDPGAgent(
+        4,
+        2,
+        hidden_dim=8,
+        batch_size=4,
+        reward_model=partial(DIAYN, skill_dim=16, hidden_dim=8, evaluation_skill="schedule"),
+    )
+    state = schedule.evaluation_state(64)
+    assert "skill_held" not in state.keys() and len({tuple(s.tolist()) for s in state["skill"]}) > 1
+    with pytest.raises(ValueError, match="evaluation_skill"):
+        DIAYN(obs_dim=4, action_dim=2, evaluation_skill="each")
+
+
+def test_replay_pairs_a_transition_with_its_acting_skill_or_urlbs_previous_one():
+    """``replay_skill="acting"`` stores the skill that chose the action; ``"previous"`` the
+    skill of the step before, and on an episode's first transition URLB's reset draw (a
+    skill never acted on when the schedule redraws at step 0)."""
+    from functools import partial
+
+    def run(replay_skill):
+        torch.manual_seed(0)
+        model = partial(DIAYN, skill_dim=64, hidden_dim=8, update_skill_every_step=2)
+        agent = DDPGAgent(4, 2, hidden_dim=8, batch_size=4, reward_model=model, replay_skill=replay_skill)
+        state = agent.init_state(1)
+        acting, stored = [], []
+        for step_count, done in [(1, False), (2, False), (3, False), (4, True), (1, False), (2, False)]:
+            acting.append(state["skill"].clone())
+            stored.append(agent.replay_extras(state)["skill"].clone())
+            out = TensorDict({"step_count": torch.tensor([step_count]), "done": torch.tensor([done])}, [1])
+            state = agent.observe(state, out)
+        return acting, stored
+
+    acting, stored = run("acting")
+    assert all(torch.equal(a, s) for a, s in zip(acting, stored, strict=True))
+    acting, stored = run("previous")
+    assert all(torch.equal(stored[t], acting[t - 1]) for t in (1, 2, 3, 5))  # the step before
+    # the run's and the next episode's first transitions carry a reset draw, not the acting skill
+    assert not torch.equal(stored[0], acting[0]) and not torch.equal(stored[4], acting[4])
+    with pytest.raises(ValueError, match="replay_skill"):
+        DDPGAgent(4, 2, hidden_dim=8, replay_skill="next")

@@ -57,6 +57,22 @@ def test_knn_distances_count_a_particle_as_its_own_neighbour():
     )
     with pytest.raises(ValueError, match="at least 3 particles"):
         knn_distances(points[:2], points[:2], 3)
+    with pytest.raises(ValueError, match="knn distance method"):
+        knn_distances(points, points, 2, "manhattan")
+
+
+def test_exact_knn_distances_are_urlbs_norms_of_differences():
+    """URLB's PBE (and ProtoRL, CIC) take ``torch.norm`` of every difference: a particle's
+    self-distance is exactly 0. The default reproduces those values bit for bit; ``cdist``
+    (its matrix-product form above 25 rows) does not."""
+    torch.manual_seed(0)
+    particles = torch.randn(64, 16) * 3
+    urlb = torch.norm(particles[:, None, :] - particles[None, :, :], dim=-1, p=2)
+    urlb = urlb.topk(12, dim=1, largest=False, sorted=True).values
+    exact = knn_distances(particles, particles, 12)
+    assert torch.equal(exact, urlb) and torch.equal(exact[:, 0], torch.zeros(64))
+    approximate = knn_distances(particles, particles, 12, "cdist")
+    assert approximate[:, 0].abs().max() > 0 and torch.allclose(approximate, urlb, atol=0.05)
 
 
 def test_particle_entropy_by_hand():

@@ -10,7 +10,7 @@ import torch
 from agents.actor_critic import critic_loss
 from agents.base import RewardModel
 from agents.ddpg import td_target
-from agents.parts.nets import TruncatedNormal, gaussian_log_prob_tanh, soft_update
+from agents.parts.nets import Randomness, TruncatedNormal, gaussian_log_prob_tanh, soft_update
 from agents.sac import SACAgent, random_heads, soft_td_target, temperature_loss
 
 
@@ -135,6 +135,22 @@ def test_truncated_normal_clips_noise_and_actions():
     assert clipped[:, 1].abs().max() <= 0.3 + 1e-6  # noise clipped at 0.3 around 0
     assert clipped[:, 0].max() < 1.0  # actions stay inside (-1, 1)
     assert dist.sample()[:, 1].abs().max() > 1.0 - 1e-3  # unclipped noise reaches the bounds
+
+
+def test_truncated_normal_draws_its_noise_from_the_randomness_hook():
+    """The reference-parity tests feed URLB's recorded noise through ``randomness``."""
+
+    class Ones(Randomness):
+        def normal(self, shape, like):
+            return torch.ones(shape, dtype=like.dtype, device=like.device)
+
+    dist = TruncatedNormal(torch.zeros(2, 3), 0.2)
+    torch.testing.assert_close(dist.sample(randomness=Ones()), torch.full((2, 3), 0.2))
+    torch.testing.assert_close(dist.sample(clip=0.1, randomness=Ones()), torch.full((2, 3), 0.1))
+    torch.manual_seed(0)
+    expected = torch.randn(2, 3) * 0.2
+    torch.manual_seed(0)
+    torch.testing.assert_close(dist.sample(), expected)  # default: torch's generator, as before
 
 
 def test_soft_update_is_polyak():

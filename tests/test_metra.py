@@ -169,3 +169,90 @@ def test_sac_agent_trains_on_the_metra_reward():
     # the SAC reward is the METRA reward of the phi just updated
     torch.testing.assert_close(metrics["intrinsic_reward"], agent.reward_model.intrinsic_reward(batch).mean())
     assert agent.actor.net[0].in_features == 3 + 2  # the policy reads observation + skill
+
+
+# -- METRA's SAC (agents/sac.py options; parity with the authors' code: tests/reference) -----------
+def metra_sac(**kwargs) -> SACAgent:
+    options = dict(actor_layout="garage", shared_critic_trunk=False, critic_loss_weight=0.5)
+    return SACAgent(3, 2, hidden_dim=8, batch_size=4, **(options | kwargs))
+
+
+def test_garage_log_prob_is_the_gaussians_minus_an_epsilon_tanh_correction():
+    from agents.parts.nets import gaussian_log_prob_tanh
+    from agents.sac import garage_log_prob_tanh
+
+    mean, log_std, raw = torch.tensor([[0.1, -0.3]]), torch.tensor([[-0.5, 0.2]]), torch.tensor([[1.5, -8.0]])
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(raw)
+    expected = (gaussian - torch.log(1 - torch.tanh(raw) ** 2 + 1e-6)).sum(-1)
+    torch.testing.assert_close(garage_log_prob_tanh(mean, log_std, raw), expected)
+    # where tanh saturates (u = -8) the epsilon bounds the correction: below the exact density
+    exact = gaussian_log_prob_tanh(mean, log_std, raw)
+    assert garage_log_prob_tanh(mean, log_std, raw) < exact - 0.5
+
+
+def test_metras_sac_has_garages_policy_and_two_independent_q_networks():
+    agent = metra_sac()
+    assert isinstance(agent.critic.trunk, torch.nn.Identity) and isinstance(
+        agent.actor.trunk, torch.nn.Identity
+    )
+    for q in (agent.critic.q1, agent.critic.q2):  # (s, a) -> 2 hidden ReLU layers -> 1, no LayerNorm
+        assert [type(m).__name__ for m in q] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+        assert q[0].in_features == 3 + 2
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in agent.critic.modules())
+    assert [type(m).__name__ for m in agent.actor.net] == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]
+    # the log std is clamped hard into [log 1e-6, 2]: no gradient beyond the bounds
+    head = agent.actor.net[-1]
+    with torch.no_grad():
+        head.bias[2:] = 5.0
+    log_std = agent.actor(torch.zeros(1, 3))[1]
+    assert torch.allclose(log_std, torch.tensor(2.0))
+    log_std.sum().backward()
+    assert head.bias.grad[2:].abs().max() == 0
+
+
+def test_critic_loss_weight_halves_each_heads_mse():
+    agent = metra_sac()
+    observation, action, target = torch.randn(4, 3), torch.rand(4, 2), torch.randn(4)
+    q1, q2 = agent.critic(observation, action)
+    expected = 0.5 * ((q1 - target).pow(2).mean() + (q2 - target).pow(2).mean())
+    torch.testing.assert_close(
+        agent.critic_step(observation, action, target)["critic_loss"], expected.detach()
+    )
+
+
+def test_time_limits_bootstrap_unless_told_to_end_the_return():
+    batch = TensorDict(
+        {
+            "observation": torch.zeros(3, 3),
+            "next_observation": torch.zeros(3, 3),
+            "discount": torch.full((3,), 0.99),
+            "truncated": torch.tensor([False, True, False]),
+        },
+        [3],
+    )
+    assert torch.equal(metra_sac().encode_batch(batch)["discount"], batch["discount"])  # URLB: bootstrap
+    ended = metra_sac(bootstrap_time_limits=False).encode_batch(batch)["discount"]
+    assert torch.equal(ended, torch.tensor([0.99, 0.0, 0.99])) and batch["discount"][1] == 0.99
+    with pytest.raises(KeyError, match="truncated"):
+        metra_sac(bootstrap_time_limits=False).encode_batch(batch.exclude("truncated"))
+
+
+def test_update_ratio_is_the_configs_or_the_protocols():
+    assert SACAgent.own_update_ratio({"updates_per_frame": 0.03125}) == 0.03125
+    assert SACAgent.own_update_ratio({}) is None  # plain SAC and DIAYN keep the protocol's
+
+
+def test_the_dual_metric_is_the_multiplier_the_update_used():
+    model = METRA(obs_dim=3, action_dim=1, skill_dim=2, hidden_dim=8, init_dual=30.0)
+    batch = TensorDict(
+        {
+            "observation": torch.randn(4, 3),
+            "next_observation": torch.randn(4, 3),
+            "skill": unit_skills(4, 2, "cpu"),
+        },
+        [4],
+    )
+    metrics = model.update(batch)
+    assert metrics["metra_dual"] == pytest.approx(30.0) and float(
+        model.log_dual.detach().exp()
+    ) != pytest.approx(30.0)

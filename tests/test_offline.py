@@ -117,3 +117,16 @@ def test_pretrain_refuses_a_dataset_agent_without_dataset_and_an_online_agent_wi
             assert agent_spec("any", cfg.agent).pretrains_offline == (overrides[0] == "agent=pdt")
             with pytest.raises(ValueError, match=error):
                 pretrain(cfg)
+
+
+def test_each_dataset_agent_has_its_own_offline_budget():
+    """``offline.updates`` reads the agent's ``offline_updates`` (issue 19: SUPE restores its
+    OPAL checkpoint at 1M updates, PDT trains 50k); the final snapshot follows it; the debug
+    preset overrides both."""
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        for agent, updates in (("pdt", 50_000), ("supe", 1_000_000), ("ddpg", 50_000)):
+            cfg = compose("pretrain", overrides=[f"agent={agent}"])
+            assert cfg.offline.updates == updates and cfg.offline.snapshot_updates[-1] == updates
+            assert isinstance(cfg.offline.snapshot_updates[-1], int)
+            debug = compose("pretrain", overrides=[f"agent={agent}", "preset=debug"])
+            assert debug.offline.updates == 40 and list(debug.offline.snapshot_updates) == [20, 40]

@@ -12,11 +12,13 @@ import torch
 from tensordict import TensorDict
 
 from agents.parts.nets import gaussian_kl, gaussian_nll
-from agents.parts.transformer import causal_mask
+from agents.parts.transformer import Lamb, causal_mask
 from agents.pdt import (
+    EpisodeWindows,
     PDTAgent,
     horizon_return,
     pdt_loss,
+    returns_to_go,
     select_by_return,
     temperature_loss,
 )
@@ -94,6 +96,41 @@ def test_horizon_return_spans_from_s_t_to_the_last_step_z_t_encodes():
     torch.testing.assert_close(horizon_return(reward, 2), torch.tensor([[2.0, 3.0], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="horizon_return needs"):
         horizon_return(reward, 3)
+
+
+def test_returns_to_go_sum_each_rows_rewards_to_its_episodes_end():
+    # episodes rows 0..2 and 3..4: the reference's discount_cumsum with gamma 1 within each
+    reward = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0])
+    rtg = returns_to_go(reward, torch.tensor([0, 3]), torch.tensor([3, 5]))
+    torch.testing.assert_close(rtg, torch.tensor([6.0, 5.0, 3.0, 30.0, 20.0]))
+
+
+def test_lamb_step_by_hand():
+    """Bias-corrected first step without decay: Adam's g / (|g| + eps) = sign(g), times lr; the
+    global gradient norm is first clipped at 1 (here 5 -> 1: the direction is unchanged).
+    With decay the step is scaled to lr * ||w|| (the trust ratio)."""
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    w.grad = torch.tensor([3.0, -4.0])
+    Lamb([w], lr=0.1, weight_decay=0.0).step()
+    torch.testing.assert_close(w.detach(), torch.tensor([0.9, -1.9]))
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    w.grad = torch.tensor([1e-3, 1e-3])
+    Lamb([w], lr=0.1, weight_decay=0.5).step()
+    update = torch.tensor([1.0, 1.0]) + 0.5 * torch.tensor([3.0, 4.0])  # sign(g) + decay * w
+    expected = torch.tensor([3.0, 4.0]) - 0.1 * 5.0 * update / update.norm()
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_policy_log_std_is_only_soft_clamped():
+    """Regression (issue 19's parity fixture): the policy head's log std was hard-clamped at 2
+    before the soft clamp into [-5, 2], which the reference's DiagGaussianActor does not do."""
+    agent = tiny_agent()
+    with torch.no_grad():
+        agent.actor.log_std.weight.zero_()
+        agent.actor.log_std.bias.fill_(3.0)
+    embed = torch.zeros(1, 1, 16)
+    _, log_std = agent.policy(embed, embed, embed, causal_mask(3, "cpu"))
+    assert float(log_std.max().detach()) == pytest.approx(-5 + 3.5 * (math.tanh(3.0) + 1), rel=1e-6)
 
 
 def test_select_by_return_and_temperature_loss_by_hand():
@@ -260,6 +297,60 @@ def test_pretrain_and_finetune_updates():
     metrics = agent.update(source, 2)
     assert "return_nll" in metrics and not torch.equal(agent.transformer.blocks[0].qkv.weight, transformer)
     assert int(agent.finetune_updates) == 3 and type(agent).sequence_window({"context_length": K}) == 2 * K
+
+
+class EpisodeReplay:
+    """A replay of two worlds' complete 10-step episodes (rewards: the world's index + 1 on
+    every step) and one episode still running, as ``to_dataset`` gives it."""
+
+    def __len__(self):
+        return 25
+
+    def to_dataset(self):
+        world = torch.tensor([0] * 15 + [1] * 10)
+        step = torch.cat([torch.arange(15), torch.arange(10)])
+        ended = torch.zeros(25, dtype=torch.bool)
+        ended[[9, 24]] = True
+        reward = (world + 1).float()[:, None].expand(25, 3)
+        return {
+            "observation": torch.randn(25, OBS),
+            "action": torch.rand(25, ACT) * 2 - 1,
+            "task_reward": reward.clone(),
+            "terminated": torch.zeros(25, dtype=torch.bool),
+            "truncated": ended,
+            "world": world,
+            "step": step,
+        }
+
+
+def test_reference_finetuning_reads_complete_episodes_with_their_returns_to_go():
+    episodes = EpisodeWindows()
+    episodes.refresh(EpisodeReplay(), 0, 2 * K, version=0)
+    assert episodes.starts.tolist() == [0, 15] and episodes.windows.tolist() == [3, 3]  # not the running one
+    torch.manual_seed(0)
+    batch = episodes.sample(64, 2 * K, weighted=True)
+    world_two = batch["task_reward"][:, 0, 0] == 2
+    # weights R - min R + 1e-6: the lower-return episode all but never drawn
+    assert bool(world_two.all())
+    # rtg of a window starting at row t of world 1's episode (reward 2 per step): 2 * (10 - t)
+    first = batch["return_to_go"][:, 0]
+    assert set(first.tolist()) <= {20.0, 18.0, 16.0}
+    uniform = episodes.sample(400, 2 * K, weighted=False)
+    assert 0.3 < float((uniform["task_reward"][:, 0, 0] == 1).float().mean()) < 0.7
+
+    agent = tiny_agent(return_target="return_to_go", finetune_sampling="return_weighted")
+    agent.set_task(0)
+    batch, target = agent.finetune_batch(EpisodeReplay())
+    torch.testing.assert_close(target, batch["return_to_go"][:, :K] * 1e-3)
+    with pytest.raises(ValueError, match="return_target"):
+        tiny_agent(return_target="rtg")
+
+
+def test_warmup_frames_act_with_the_pretrained_policy_and_skip_updates():
+    agent, source = tiny_agent(warmup_frames=10), Source()
+    agent.set_task(0)
+    assert agent.update(source, 9) == {} and int(agent.finetune_updates) == 0
+    assert agent.update(source, 10) and int(agent.finetune_updates) == 1
 
 
 def test_init_from_transfers_everything_but_the_return_predictor():

@@ -48,6 +48,13 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
 
 
+def snapshot_file(root: Path, agent: str, domain: str, frames: int, seed: int = 1) -> Path:
+    """The one snapshot of ``frames`` of this agent, domain and seed: under its configuration's
+    folder, ``<root>/<agent>/<domain>/seed_<seed>/<config>/snapshot_<frames>.pt``."""
+    (path,) = (root / agent / domain / f"seed_{seed}").glob(f"*/snapshot_{frames}.pt")
+    return path
+
+
 AGENTS = ["ddpg", "sac", "diayn", "diayn_paper", "metra", "metra_discrete"]
 BASELINES = ["icm", "disagreement", "rnd", "icm_apt", "apt", "proto", "smm", "aps", "cic"]
 WORLD_MODELS = ["dreamer", "plan2explore", "dreamer_rnd", "dreamer_apt"]
@@ -84,7 +91,7 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
     for agent in agents:
         pre, fine = tmp_path / "pre" / agent, tmp_path / "fine" / agent
         for frames in (252, 500):
-            assert (snapshots / agent / "jaco" / "seed_1" / f"snapshot_{frames}.pt").exists(), agent
+            assert snapshot_file(snapshots, agent, "jaco", frames).exists(), agent
         # logs: TensorBoard events, CSVs, the resolved config and the git revision
         assert list((pre / "tb").glob("events.out.tfevents.*")), agent
         assert (pre / "train.csv").exists() and (pre / "config.yaml").exists(), agent
@@ -193,7 +200,7 @@ def test_missing_snapshot_says_where_it_looked(tmp_path):
         check=False,
     )
     assert result.returncode != 0
-    assert f"looked for {tmp_path}/ddpg/walker/seed_1/snapshot_500000.pt" in result.stderr
+    assert f"looked for {tmp_path}/ddpg/walker/seed_1/<config>/snapshot_500000.pt" in result.stderr
 
 
 def test_unknown_agent_and_key_fail_at_start(tmp_path):
@@ -316,7 +323,7 @@ def test_pdt_pretrains_offline_then_finetunes_online(tmp_path, random_jaco_datas
     )
     assert "offline from" in result.stdout
     for updates in (10, 20):
-        snapshot = load_snapshot(snapshots / "pdt" / "jaco" / "seed_1" / f"snapshot_{updates}.pt")
+        snapshot = load_snapshot(snapshot_file(snapshots, "pdt", "jaco", updates))
         assert snapshot["updates"] == updates and snapshot["config"]["protocol"]["pretrain_frames"] == 500
     zero_shot = records(pre)
     corners = ("top_left", "top_right", "bottom_left", "bottom_right")
@@ -367,7 +374,7 @@ def test_supe_pretrains_offline_then_finetunes_online(tmp_path, random_jaco_data
         f"run_dir={pre}",
     )
     assert "offline from" in result.stdout
-    snapshot = load_snapshot(snapshots / "supe" / "jaco" / "seed_1" / "snapshot_20.pt")
+    snapshot = load_snapshot(snapshot_file(snapshots, "supe", "jaco", 20))
     assert snapshot["updates"] == 20 and snapshot["config"]["agent"]["dataset"] == str(dataset)
     assert [r["updates"] for r in records(pre)] == [20] * 4  # zero-shot, skills from the state prior
 
@@ -409,7 +416,7 @@ def test_snapshot_round_trip_and_transfer(tmp_path):
         "protocol.pretrain_frames=1000",
         "protocol.snapshot_frames=[1000]",
     )
-    snapshot = load_snapshot(snapshots / "ddpg" / "quadruped" / "seed_1" / "snapshot_1000.pt")
+    snapshot = load_snapshot(snapshot_file(snapshots, "ddpg", "quadruped", 1000))
     from agents.ddpg import DDPGAgent
 
     cfg = snapshot["config"]["agent"]
@@ -425,29 +432,24 @@ def test_snapshot_round_trip_and_transfer(tmp_path):
 
 
 def test_a_fresh_run_never_appends_to_an_old_runs_records(tmp_path):
-    """Starting over in a folder that holds a run's records is refused; ``resume=true``
-    without a checkpoint (a run killed before its first one) redoes the records from 0."""
+    """Starting over in a folder that holds a run's records is refused, and so is ``resume=true``
+    without a checkpoint (a run killed before its first one): nothing to continue from, and
+    the records are never thrown away (issue 22); both refusals leave the folder as it was."""
     from omegaconf import OmegaConf
 
-    from urlb.run.execute import execute
-
-    class Loop:
-        clock_key, clock = "frames", 1000
-
-        def run(self):
-            (tmp_path / "eval.jsonl").write_text('{"frames": 1000}\n')
-            return {}
+    from urlb.run.folder import RunFolderError, open_run
 
     (tmp_path / "eval.jsonl").write_text('{"frames": 1000}\n')
-    plan = OmegaConf.create(
-        {"run_dir": str(tmp_path), "resume": False, "tensorboard": False, "console": False}
-    )
-    with pytest.raises(ValueError, match="already holds a run.*resume=true"):
-        execute(plan, lambda logger: Loop(), 1000, "finetune", {})
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval.jsonl"]  # refused before writing
+    plan = OmegaConf.create({"run_dir": str(tmp_path), "resume": False, "phase": "finetune"})
+    with pytest.raises(RunFolderError, match="holds records.*no checkpoint.pt.*delete that folder"):
+        with open_run(plan, "finetune"):
+            pass
     plan.resume = True
-    execute(plan, lambda logger: Loop(), 1000, "finetune", {})
-    assert (tmp_path / "eval.jsonl").read_text().splitlines() == ['{"frames": 1000}']
+    with pytest.raises(RunFolderError, match="holds records.*resume cannot continue it"):
+        with open_run(plan, "finetune"):
+            pass
+    assert (tmp_path / "eval.jsonl").read_text() == '{"frames": 1000}\n'
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".lock", "eval.jsonl"]
 
 
 def test_pixel_agents_pretrain_then_finetune(tmp_path):
@@ -480,7 +482,7 @@ def test_pixel_agents_pretrain_then_finetune(tmp_path):
         multirun=True,
     )
     for agent in agents:
-        snapshot = load_snapshot(snapshots / agent / "jaco_pixels" / "seed_1" / "snapshot_600.pt")
+        snapshot = load_snapshot(snapshot_file(snapshots, agent, "jaco_pixels", 600))
         assert snapshot["config"]["obs"]["type"] == "pixels"
         zero_shot = records(tmp_path / "pre" / agent)
         assert zero_shot and all(r["obs"] == "pixels" and r["frames"] == 600 for r in zero_shot), agent
@@ -488,7 +490,7 @@ def test_pixel_agents_pretrain_then_finetune(tmp_path):
         assert [(r["frames"], r["obs"], r["snapshot_frames"]) for r in out] == [(600, "pixels", 600)], agent
         assert math.isfinite(out[0]["return"])
     # URLB finetunes with the pretrained encoder frozen: the finetuned DDPG's is the snapshot's.
-    pretrained = load_snapshot(snapshots / "ddpg" / "jaco_pixels" / "seed_1" / "snapshot_600.pt")["agent"]
+    pretrained = load_snapshot(snapshot_file(snapshots, "ddpg", "jaco_pixels", 600))["agent"]
     finetuned = load_snapshot(tmp_path / "fine" / "ddpg" / "checkpoint.pt")["agent"]["modules"]
     encoder = [key for key in pretrained if key.startswith("encoder.")]
     assert encoder and all(torch.equal(pretrained[k], finetuned[k]) for k in encoder)
@@ -502,7 +504,7 @@ def test_pixel_agents_pretrain_then_finetune(tmp_path):
     from urlb.run.resolvers import register_resolvers
 
     register_resolvers()
-    path = snapshots / "ddpg" / "jaco_pixels" / "seed_1" / "snapshot_600.pt"
+    path = snapshot_file(snapshots, "ddpg", "jaco_pixels", 600)
     with initialize_config_dir(config_dir=CONFIGS, version_base=None):
         overrides = ["agent=ddpg", "task=jaco_reach_top_left", f"snapshot={path}"]
         cfg = compose("finetune", overrides=overrides, return_hydra_config=True)

@@ -121,16 +121,30 @@ def test_a_corrupt_line_is_reported_by_file_and_line(tmp_path):
 def test_duplicate_evaluations_count_once_and_a_run_passed_twice_is_refused(tmp_path):
     finals = make_suite(tmp_path / "sweep", agents=("ddpg",))
     # a rerun appended the same evaluations again
-    again = write_run(tmp_path / "sweep", "ddpg", "walker_stand", 1, {500: 0.0, 1000: 0.25})
+    stand = tmp_path / "sweep" / "ddpg" / "walker_stand" / "snapshot_2000" / "seed_1"
+    lines = (stand / "eval.jsonl").read_text()
+    (stand / "eval.jsonl").write_text(lines + lines)
     report = build_report([tmp_path / "sweep"], reps=100)
-    assert report.methods["ddpg"].scores[0, 0] == pytest.approx(0.25) != finals[("ddpg", "walker_stand", 1)]
+    assert report.methods["ddpg"].scores[0, 0] == pytest.approx(finals[("ddpg", "walker_stand", 1)])
     assert report.methods["ddpg"].scores.shape == (3, 4)
-    assert any(str(again) in note and "2 evaluation(s) written twice" in note for note in report.notes)
+    assert any(str(stand) in note and "2 evaluation(s) written twice alike" in note for note in report.notes)
     copy = tmp_path / "copy"
     copy.mkdir()
-    (copy / "eval.jsonl").write_text((again / "eval.jsonl").read_text())
+    (copy / "eval.jsonl").write_text(lines)
     with pytest.raises(ReportError, match="the same run is in"):
         build_report([tmp_path / "sweep", copy], reps=100)
+
+
+def test_two_disagreeing_records_of_one_run_are_an_error(tmp_path):
+    """Issue 22: a run written twice with other results (two runs in one folder) is refused,
+    naming both lines, instead of the last record silently winning."""
+    make_suite(tmp_path, agents=("ddpg",))
+    again = write_run(tmp_path, "ddpg", "walker_stand", 1, {500: 0.0, 1000: 0.25})
+    with pytest.raises(
+        ReportError, match=r"two different records of one evaluation: .*eval.jsonl:1 and .*eval.jsonl:3"
+    ):
+        build_report([tmp_path], reps=100)
+    assert (again / "eval.jsonl").exists()
 
 
 def test_published_rows_are_aggregates_of_published_task_means(tmp_path):

@@ -172,6 +172,7 @@ def test_half_of_each_minibatch_is_prior_data(sampler):
     sampler.sample_windows = lambda batch_size, length: (
         calls.append((batch_size, length)) or original(batch_size, length)
     )
+    agent.act(torch.randn(2, OBS), agent.init_state(2), explore=True)  # both worlds draw a skill
     try:
         metrics = agent.update(replay, 0)
     finally:
@@ -255,7 +256,7 @@ def test_high_level_actor_maximises_the_heads_mean(monkeypatch):
 
 # -- acting -------------------------------------------------------------------------------------
 def test_a_skill_is_drawn_every_h_steps_and_where_an_episode_ended():
-    agent = tiny_agent()
+    agent = tiny_agent(eval_action="mean")
     agent.set_task(0)
     state = agent.init_state(2)
     done = {1: torch.tensor([False, True])}  # world 1's episode ends after its second step
@@ -290,6 +291,70 @@ def test_seed_frames_leave_the_segment_unchosen_and_pretraining_acts_on_the_prio
     observation = torch.randn(1, OBS)
     agent.act(observation, state, explore=False)  # no task yet: the state prior's mean
     torch.testing.assert_close(state["skill"], torch.tanh(agent.skills.prior(observation)[0]))
+
+
+def test_evaluation_samples_the_low_level_and_clips_by_default():
+    """The reference's MetaPolicyActionWrapper samples pi(a | s, z) and clips, in evaluation too;
+    ``eval_action=mean`` acts on the mean."""
+    observation = torch.randn(2, OBS)
+    for option in ("sample", "mean"):
+        agent = tiny_agent(eval_action=option) if option == "mean" else tiny_agent()
+        state = agent.init_state(2)
+        torch.manual_seed(3)
+        action = agent.act(observation, state, explore=False)
+        mean, log_std = agent.skills.decode(observation, torch.atanh(state["skill"]))
+        torch.manual_seed(3)  # no task yet: u is the state prior's mean, no draw
+        noise = torch.randn_like(mean) if option == "sample" else 0
+        torch.testing.assert_close(action, (mean + log_std.exp() * noise).clamp(-1, 1))
+
+
+def test_rnd_and_reward_model_train_once_per_high_level_step(sampler):
+    """``segment`` (the reference's): RND on the (s, u) of the worlds that drew a skill since the
+    last update, r_hat on that update's online halves; updates with no new skill train neither.
+    ``update``: both on every update."""
+    agent = tiny_agent()
+    agent.prepare_offline(sampler)
+    agent.set_task(0)
+    seen = []
+    original = agent.rnd.update
+    agent.rnd.update = lambda batch: seen.append(batch["observation"].clone()) or original(batch)
+    reward_steps = []
+    step = agent.update_reward_predictor
+    agent.update_reward_predictor = lambda online: reward_steps.append(1) or step(online)
+    state = agent.init_state(3)
+    state["segment_step"] = torch.tensor([0, 1, 0])  # worlds 0 and 2 draw a skill
+    observation = torch.randn(3, OBS)
+    agent.act(observation, state, explore=True)
+    metrics = agent.update(Replay(), 0)
+    assert len(seen) == 1 and seen[0].shape == (2, OBS + Z) and len(reward_steps) == 2  # utd_ratio 2
+    torch.testing.assert_close(seen[0][:, :OBS], observation[[0, 2]])
+    torch.testing.assert_close(seen[0][:, OBS:], state["skill"][[0, 2]])
+    assert "rnd_loss" in metrics and "reward_model_loss" in metrics
+    metrics = agent.update(Replay(), 1)  # no skill drawn since
+    assert len(seen) == 1 and len(reward_steps) == 2 and "rnd_loss" not in metrics
+
+    every = tiny_agent(model_update_schedule="update")
+    every.prepare_offline(sampler)
+    every.set_task(0)
+    assert "rnd_loss" in every.update(Replay(), 0) and "rnd_loss" in every.update(Replay(), 1)
+
+
+def test_the_grus_hidden_r_and_z_biases_stay_zero(sampler):
+    """Regression (issue 19's parity fixture): torch's GRU has a hidden bias on the r and z
+    gates besides the input one, Flax's (the reference's) does not; trained by Adam the pair
+    moved twice as fast. They start at 0 and get no gradient."""
+    agent = tiny_agent(lr=3e-3)
+    agent.prepare_offline(sampler)
+    for step in range(3):
+        agent.update(sampler, step)
+    for name, bias in agent.skills.gru.named_parameters():
+        if name.startswith("bias_hh"):
+            bias = bias.detach()
+            assert float(bias[: 2 * 16].abs().max()) == 0 and float(bias[2 * 16 :].abs().max()) > 0
+
+
+def test_offline_budget_is_the_references():
+    assert tiny_agent().offline_updates == 1_000_000
 
 
 # -- learning and transfer ------------------------------------------------------------------------

@@ -85,6 +85,12 @@ def test_job_states_come_from_disk(tmp_path):
         job_state(finetune, tmp_path, PROTOCOL)
 
 
+def test_a_sweep_refuses_another_pretraining_seed(tmp_path):
+    spec = SweepSpec(["ddpg"], ["walker"], [1], tmp_path, finetune_overrides=["snapshot_seed=2"])
+    with pytest.raises(SweepError, match="snapshot_seed=2: a sweep finetunes each seed's own snapshots"):
+        sweep.plan(spec, PROTOCOL)
+
+
 def test_launcher_overrides_and_the_slurm_config():
     from hydra import compose, initialize_config_dir
 
@@ -182,7 +188,9 @@ def test_a_joblib_sweep_pretrains_finetunes_and_reports(joblib_sweep, tmp_path):
     assert "pretrain: 0 complete before, 1 launched in 1 multirun(s), 0 failed" in stdout
     assert "finetune: 0 complete before, 1 launched in 1 multirun(s), 0 failed" in stdout
     assert "hydra/launcher=joblib" in stdout
-    assert (out / "snapshots" / "ddpg" / "walker" / "seed_1" / "snapshot_1000.pt").is_file()
+    # one configuration folder per pretraining configuration: <seed>/<config>/snapshot_<frames>.pt
+    (snapshot,) = (out / "snapshots" / "ddpg" / "walker" / "seed_1").glob("*/snapshot_1000.pt")
+    assert (snapshot.parent / "config.json").is_file()
     run_dir = out / "finetune" / "ddpg" / "walker_stand" / "snapshot_1000" / "seed_1"
     records = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert [(r["frames"], r["snapshot_frames"], r["pretrain_frames"]) for r in records] == [(500, 1000, 1000)]

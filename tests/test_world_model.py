@@ -169,6 +169,72 @@ def test_imagination_shapes_and_which_parameters_each_loss_trains():
     assert all(torch.equal(v, actor_before[k]) for k, v in agent.actor.state_dict().items())
 
 
+def test_imagined_intrinsic_reward_takes_actions_as_data_and_is_normalised_over_every_row():
+    """mastering-urlb's Plan2Explore: ``compute_intr_reward`` stops the actions' gradient, and
+    its StreamNorm's magnitude is the mean |r| over the whole (H+1, N) sequence, the zero
+    reward of the start states included (issue 18)."""
+    from agents.plan2explore import Plan2Explore
+
+    agent = tiny_agent(intrinsic_reward_momentum=0.5, reward_model=Plan2Explore)
+    agent.set_task(None)
+    features = torch.randn(4, 6, agent.rssm.feature_dim, requires_grad=True)
+    actions = torch.randn(4, 6, ACT, requires_grad=True)
+    reward = agent.imagined_reward(features, actions)
+    with torch.no_grad():
+        raw = agent.reward_model.intrinsic_reward(
+            TensorDict(
+                {"observation": features[:-1].flatten(0, 1), "action": actions[1:].flatten(0, 1)},
+                batch_size=[18],
+            )
+        ).view(3, 6)
+    magnitude = 0.5 * 1.0 + 0.5 * torch.cat([torch.zeros(1, 6), raw]).abs().mean()  # 4 rows, not 3
+    torch.testing.assert_close(agent.intrinsic_scale.magnitude, magnitude)
+    torch.testing.assert_close(reward, torch.cat([torch.zeros(1, 6), raw]) / magnitude)
+    features_grad, actions_grad = torch.autograd.grad(reward.sum(), [features, actions], allow_unused=True)
+    assert actions_grad is None and features_grad.abs().sum() > 0
+
+
+def test_plan2explore_is_as_wide_as_the_embedding_and_steps_like_the_model():
+    """The reference's ensemble has one hidden layer as wide as the embedding and trains with
+    the world model's optimiser settings (eps, clipping, decoupled decay)."""
+    from agents.plan2explore import Plan2Explore
+
+    model = Plan2Explore(
+        obs_dim=10, action_dim=2, embed_dim=24, adam_eps=1e-5, grad_clip=0.1, weight_decay=1e-6
+    )
+    assert model.ensemble.weights[0].shape == (5, 12, 24) and model.ensemble.weights[1].shape == (5, 24, 24)
+    (group,) = model.optimiser.param_groups
+    assert isinstance(model.optimiser, torch.optim.AdamW) and group["eps"] == 1e-5
+    assert group["lr"] * group["weight_decay"] == pytest.approx(1e-6)  # (1 - 1e-6) per step
+    batch = TensorDict(
+        {
+            "observation": torch.randn(8, 10),
+            "action": torch.rand(8, 2),
+            "next_embed": torch.randn(8, 24),
+        },
+        batch_size=[8],
+    )
+    metrics = model.update(batch)
+    grad_norm = torch.cat([p.grad.flatten() for p in model.ensemble.parameters()]).norm()
+    assert metrics["disagreement_grad_norm"] > 0.1 and grad_norm == pytest.approx(0.1, rel=1e-4)  # clipped
+
+
+def test_frame_decoder_ends_on_an_elu_as_mastering_urlbs():
+    decoder = observation_decoder((3, 64, 64), 10, 32, cnn_depth=2, output_elu=True)
+    assert isinstance(decoder.net[-1], torch.nn.ELU)
+    with torch.no_grad():
+        decoder.net[-2].bias.fill_(-50.0)
+    assert decoder(torch.randn(2, 10)).min() >= -1.0
+    assert not isinstance(observation_decoder((3, 64, 64), 10, 32, cnn_depth=2).net[-1], torch.nn.ELU)
+
+
+def test_update_ratio_is_one_update_per_ten_frames_on_pixels():
+    """mastering-urlb trains every ``train_every_actions // action_repeat`` = 5 agent steps;
+    the run plan divides the agent's ratio by the repeat: 0.1 updates per frame."""
+    assert DreamerAgent.own_update_ratio({}) == pytest.approx(0.2)
+    assert DreamerAgent.own_update_ratio({}) / 2 == pytest.approx(1 / 10)
+
+
 def sequence_replay(nstep: int) -> ReplayBuffer:
     """Two worlds, episodes of 7 steps; observation = [step, world]."""
     replay = ReplayBuffer(200, 2, "cpu", nstep=nstep)

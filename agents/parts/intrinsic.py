@@ -66,9 +66,11 @@ def knn_distances(source: torch.Tensor, target: torch.Tensor, k: int, method: st
     * ``exact`` (default): the norms of the differences, as URLB's ``PBE``, ProtoRL's queue and
       CIC's ``compute_apt_reward`` take them (a particle's self-distance is exactly 0). They
       materialise all ``(B, M, D)`` differences; here ``torch.cdist`` shortlists the ``2k``
-      nearest candidates and only their differences are formed and measured, which gives
-      the same ``k`` values unless more than ``k`` rows sit within cdist's rounding (about
-      1e-3) of the k-th distance, at cdist's speed.
+      nearest candidates and only their ``(B, 2k, D)`` differences are formed and measured,
+      which gives the same ``k`` values (bit for bit in the tests) unless more than ``k``
+      rows sit within cdist's rounding (about 1e-3) of the k-th distance. On a CPU the
+      gather costs more than cdist itself (batch 256, 512 dimensions, k 12: about 40 ms
+      against 8 ms on one thread).
     * ``cdist``: ``torch.cdist``'s distances themselves. Above 25 rows it computes
       ``sqrt(|x|^2 + |y|^2 - 2 x.y)``, whose rounding gives a particle a self-distance of
       order 1e-3 and moves small distances (issue 17).

@@ -7,13 +7,22 @@ Imports: torch and agents.parts.nets only.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from agents.parts.nets import mlp, orthogonal_init
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the reference's GaussianModule clip
-SKILL_LIMIT = 1 - 1e-6  # u = tanh(z) is kept off +-1 so that z = atanh(u) stays finite
+SKILL_LIMIT = 1 - 1e-5  # u = tanh(z) off +-1, z = atanh(u) finite: the reference's TanhConverter
+
+
+def _keep_first_zero(grad: torch.Tensor, count: int) -> torch.Tensor:
+    """``grad`` with its first ``count`` entries zeroed (a gradient hook)."""
+    grad = grad.clone()
+    grad[:count] = 0
+    return grad
 
 
 # -- networks -------------------------------------------------------------------------------------
@@ -41,6 +50,13 @@ class SkillVAE(nn.Module):
         super().__init__()
         self.embed = nn.Sequential(mlp(obs_dim, hidden_dim, hidden_dim, depth=1), nn.ReLU())
         self.gru = nn.GRU(hidden_dim + action_dim, hidden_dim, 2, batch_first=True, bidirectional=True)
+        # Flax's GRUCell (the reference's) has one bias per r and z gate where torch has two
+        # (b_i + b_h); under Adam the pair would learn twice as fast: b_hr, b_hz stay 0.
+        for name, bias in self.gru.named_parameters():
+            if name.startswith("bias_hh"):
+                with torch.no_grad():
+                    bias[: 2 * hidden_dim].zero_()
+                bias.register_hook(functools.partial(_keep_first_zero, count=2 * hidden_dim))
         self.head = nn.Linear(horizon * 2 * hidden_dim, 2 * skill_dim)
         self.prior = GaussianMLP(obs_dim, skill_dim, hidden_dim)
         self.policy = GaussianMLP(obs_dim + skill_dim, action_dim, hidden_dim)

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from agents.parts.nets import TORCH_RANDOMNESS, Randomness, TruncatedNormal
+
 
 # -- returns and losses ---------------------------------------------------------------------
 def lambda_return(
@@ -127,12 +129,13 @@ def elu_mlp(input_dim: int, hidden_dim: int, output_dim: int | None, layers: int
 
 
 class LayerNormGRUCell(nn.Module):
-    """DreamerV2's GRU: one linear map of ``[input, h]`` to reset, candidate and update
-    parts, LayerNorm over them, and an update bias of -1 (keep the old state at first)."""
+    """DreamerV2's GRU: one linear map (with a bias, as DreamerV2's and mastering-urlb's
+    ``use_bias=norm is not None``) of ``[input, h]`` to reset, candidate and update parts,
+    LayerNorm over them, and an update bias of -1 (keep the old state at first)."""
 
     def __init__(self, input_dim: int, hidden_dim: int, update_bias: float = -1.0):
         super().__init__()
-        self.linear = nn.Linear(input_dim + hidden_dim, 3 * hidden_dim, bias=False)
+        self.linear = nn.Linear(input_dim + hidden_dim, 3 * hidden_dim)
         self.norm = nn.LayerNorm(3 * hidden_dim)
         self.update_bias = update_bias
 
@@ -141,6 +144,19 @@ class LayerNormGRUCell(nn.Module):
         candidate = torch.tanh(torch.sigmoid(reset) * candidate)
         update = torch.sigmoid(update + self.update_bias)
         return update * candidate + (1 - update) * h
+
+
+def categorical_index(probs: torch.Tensor, randomness: Randomness = TORCH_RANDOMNESS) -> torch.Tensor:
+    """One draw from each categorical of ``probs`` ``(..., C)``: class indices ``(...)``.
+
+    Torch's generator draws one uniform per categorical and inverts the CDF (multinomial would
+    draw one per class); any other ``randomness`` (the parity tests' recorded draws) is asked
+    for ``multinomial(probs (M, C), 1)``, as ``torch.distributions.OneHotCategorical`` samples."""
+    classes = probs.shape[-1]
+    if randomness is not TORCH_RANDOMNESS:
+        return randomness.multinomial(probs.detach().reshape(-1, classes), 1).reshape(probs.shape[:-1])
+    uniform = torch.rand(probs.shape[:-1], device=probs.device, dtype=probs.dtype)
+    return (probs.detach().cumsum(-1) < uniform[..., None]).sum(-1).clamp(max=classes - 1)
 
 
 class RSSM(nn.Module):
@@ -158,7 +174,12 @@ class RSSM(nn.Module):
         classes: classes per categorical (32); 0 for a Gaussian latent.
         hidden_dim: width of the layers around the GRU (200).
         min_std: Gaussian latents' floor on the std (``2 sigmoid(x / 2) + min_std``).
+
+    Latent draws come from ``randomness`` (``agents.parts.nets.Randomness``: torch's generator),
+    which the reference-parity tests replace with recorded draws.
     """
+
+    randomness = TORCH_RANDOMNESS
 
     def __init__(
         self,
@@ -208,12 +229,9 @@ class RSSM(nn.Module):
         (``sample + p - sg(p)``, DreamerV2), or ``mean + std * eps``; flattened."""
         if self.classes:
             probs = stats["logits"].softmax(-1)
-            # Inverse-CDF draw: one uniform per categorical (multinomial draws one per class).
-            uniform = torch.rand(probs.shape[:-1], device=probs.device, dtype=probs.dtype)
-            index = (probs.detach().cumsum(-1) < uniform[..., None]).sum(-1).clamp(max=self.classes - 1)
-            one_hot = F.one_hot(index, self.classes).to(probs.dtype)
+            one_hot = F.one_hot(categorical_index(probs, self.randomness), self.classes).to(probs.dtype)
             return (one_hot + probs - probs.detach()).flatten(-2)
-        return stats["mean"] + stats["std"] * torch.randn_like(stats["std"])
+        return stats["mean"] + stats["std"] * self.randomness.normal(stats["std"].shape, stats["std"])
 
     def entropy(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Entropy of the latent distribution, summed over its dimensions, ``(...)``."""
@@ -271,9 +289,7 @@ class Actor(nn.Module):
         self.net = elu_mlp(feature_dim, hidden_dim, 2 * action_dim, layers)
         self.min_std = min_std
 
-    def forward(self, feature: torch.Tensor):
-        from agents.parts.nets import TruncatedNormal
-
+    def forward(self, feature: torch.Tensor) -> TruncatedNormal:
         mean, std = self.net(feature).chunk(2, -1)
         return TruncatedNormal(torch.tanh(mean), 2 * torch.sigmoid(std / 2) + self.min_std)
 
@@ -303,9 +319,16 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """DreamerV2's image decoder: features to a 1536-channel 1x1 map, then four stride-2
     transposed convolutions (kernels 5, 5, 6, 6) to the mean of a unit-variance Gaussian over
-    a 64x64 frame in the encoder's [-0.5, 0.5] scale."""
+    a 64x64 frame in the encoder's [-0.5, 0.5] scale.
 
-    def __init__(self, obs_shape: tuple[int, int, int], feature_dim: int, depth: int = 48):
+    ``output_elu``: an ELU after the last convolution too, as mastering-urlb's ``Decoder``
+    appends its activation after every layer (its ``act`` for the last one is set to the
+    identity and then not used); DreamerV2's last layer is linear. The predicted mean is then
+    at least -1, below every target."""
+
+    def __init__(
+        self, obs_shape: tuple[int, int, int], feature_dim: int, depth: int = 48, output_elu: bool = False
+    ):
         super().__init__()
         if tuple(obs_shape[1:]) != (64, 64):
             raise ValueError(
@@ -316,7 +339,7 @@ class ConvDecoder(nn.Module):
         layers: list[nn.Module] = []
         for i, kernel in enumerate((5, 5, 6, 6)):
             layers.append(nn.ConvTranspose2d(widths[i], widths[i + 1], kernel, stride=2))
-            if i < 3:
+            if i < 3 or output_elu:
                 layers.append(nn.ELU())
         self.net = nn.Sequential(*layers)
 
@@ -347,12 +370,18 @@ def observation_encoder(
 
 
 def observation_decoder(
-    obs_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, layers: int = 4, cnn_depth: int = 48
+    obs_shape: tuple[int, ...],
+    feature_dim: int,
+    hidden_dim: int,
+    layers: int = 4,
+    cnn_depth: int = 48,
+    output_elu: bool = False,
 ) -> nn.Module:
     """The decoder matching :func:`observation_encoder`: latent features to the mean of a
-    unit-variance Gaussian over the observation (DreamerV2's ``mse`` heads)."""
+    unit-variance Gaussian over the observation (DreamerV2's ``mse`` heads); ``output_elu``
+    for frames only (:class:`ConvDecoder`)."""
     if len(obs_shape) == 1:
         return elu_mlp(feature_dim, hidden_dim, obs_shape[0], layers)
     if len(obs_shape) == 3:
-        return ConvDecoder(obs_shape, feature_dim, cnn_depth)
+        return ConvDecoder(obs_shape, feature_dim, cnn_depth, output_elu)
     raise ValueError(f"observation shape {obs_shape}: expected a state vector (D,) or frames (C, H, W)")

@@ -27,6 +27,7 @@ class CpuBackend:
         self.device = torch.device("cpu")
         self.n_substeps = n_substeps
         nthread = nthread or min(os.cpu_count() or 1, nworld)
+        self.nthread = nthread  # the pool's threads (BatchedEnv keeps its torch work off them)
         self.batch = mujoco.batch.Batch(model, nworld, nthread=nthread, persistent=True)
         self.batch.reset()
         self._arrays = {name: self.batch.bind(name) for name in BOUND_FIELDS}

@@ -41,10 +41,16 @@ def _init_warp():
     """Initialise Warp with the kernel cache in :func:`warp_cache_dir` (the cache folder
     must be set before initialisation; a process that initialised Warp itself keeps its own)."""
     import warp as wp
+    from warp._src import context  # Warp 1.19: ``runtime`` is None until wp.init()
 
-    wp.config.kernel_cache_dir = str(warp_cache_dir())
-    wp.config.log_level = wp.LOG_WARNING
-    wp.init()
+    if context.runtime is None:
+        # Only before the first init: Warp then appends its version to the folder, and setting
+        # it again would send every later env's kernels to the unversioned folder, where the
+        # next process does not look (it compiled them again; issue 23's ahead-of-time kernels
+        # would be missed the same way).
+        wp.config.kernel_cache_dir = str(warp_cache_dir())
+        wp.config.log_level = wp.LOG_WARNING
+        wp.init()
     return wp
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_slice
+from envs.models import load_model
 from envs.rewards import tolerance
 from envs.tasks import domain_tasks
 
@@ -59,9 +60,9 @@ SETTLE_TIME = 2.0
 SETTLE_QVEL_TOL, SETTLE_QACC_TOL = 1e-3, 1e-2
 
 
-def build_model() -> mujoco.MjModel:
-    """URLB's jaco reach scene, compiled. Corners differ only in the reset, not the model."""
-    from dm_control import mjcf
+def mjcf() -> tuple[str, dict[str, bytes]]:
+    """URLB's jaco reach scene as MJCF and assets, from dm_control's manipulation entities
+    (:mod:`envs.models`). Corners differ only in the reset, not the model."""
     from dm_control.entities import props
     from dm_control.manipulation.shared import arenas, cameras, constants, observations, robots, workspaces
 
@@ -90,8 +91,8 @@ def build_model() -> mujoco.MjModel:
         workspaces.add_bbox_site(body=arena.mjcf_model.worldbody, lower=low, upper=high, rgba=rgba, name=name)
     # The brick's per-episode MJCF hook sets its stud radius (a constant for variation 0).
     prop.initialize_episode_mjcf(np.random.RandomState(0))
-    physics = mjcf.Physics.from_mjcf_model(arena.mjcf_model)
-    return physics.model.ptr.__copy__()
+    # What mjcf.Physics.from_mjcf_model compiles (tests/test_models.py: byte-identical models).
+    return arena.mjcf_model.to_xml_string(), arena.mjcf_model.get_assets()
 
 
 class Jaco(Domain):
@@ -153,7 +154,7 @@ class Jaco(Domain):
         self._reset_model = m.__copy__()
 
     def make_model(self, task):
-        return build_model()
+        return load_model("jaco")
 
     @staticmethod
     def _classify_geoms(m) -> np.ndarray:

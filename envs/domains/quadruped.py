@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_columns, sensor_slice
+from envs.models import load_model
 from envs.rewards import tolerance
 from envs.tasks import domain_tasks
 
@@ -55,12 +56,7 @@ class Quadruped(Domain):
         self.force_torque = sensor_columns(m, (_S.mjSENS_FORCE, _S.mjSENS_TORQUE))
 
     def make_model(self, task):
-        from dm_control.suite import common  # imported here: dm_control sets up OpenGL on import
-        from dm_control.suite import quadruped as suite_quadruped
-
-        speed = RUN_SPEED if task == "quadruped_run" else WALK_SPEED
-        xml = suite_quadruped.make_model(floor_size=TIME_LIMIT * speed)
-        return mujoco.MjModel.from_xml_string(xml, common.ASSETS)
+        return load_model("quadruped_run" if task == "quadruped_run" else "quadruped")
 
     def initialize_episode(self, data, rng):
         # Suite Move.initialize_episode: a normalised Gaussian quaternion, then raise the
@@ -122,3 +118,13 @@ class Quadruped(Domain):
             "quadruped_jump": upright * jump,
         }
         return {k: v.float() for k, v in out.items()}
+
+
+def mjcf(run: bool = False) -> tuple[bytes, dict[str, bytes]]:
+    """The suite quadruped's MJCF (its floor sized for the run task's speed if ``run``) and
+    assets, from dm_control (:mod:`envs.models`)."""
+    from dm_control.suite import common  # imported here: dm_control sets up OpenGL on import
+    from dm_control.suite import quadruped as suite_quadruped
+
+    speed = RUN_SPEED if run else WALK_SPEED
+    return suite_quadruped.make_model(floor_size=TIME_LIMIT * speed), common.ASSETS

@@ -13,6 +13,7 @@ import mujoco
 import torch
 
 from envs.domains.base import Domain, PhysicsView, object_id, sensor_slice
+from envs.models import load_model
 from envs.rewards import tolerance
 from envs.tasks import domain_tasks
 
@@ -49,10 +50,7 @@ class Walker(Domain):
         ]
 
     def make_model(self, task):
-        from dm_control.suite import walker as suite_walker  # imported here: it sets up OpenGL
-
-        xml, assets = suite_walker.get_model_and_assets()
-        return mujoco.MjModel.from_xml_string(xml, assets)
+        return load_model("walker")
 
     def initialize_episode(self, data, rng):
         # randomize_limited_and_rotational_joints: limited hinges and slides uniform in
@@ -98,6 +96,13 @@ class Walker(Domain):
             "walker_flip": stand * (5 * spin + 1) / 6,
         }
         return {k: v.float() for k, v in out.items()}
+
+
+def mjcf() -> tuple[bytes, dict[str, bytes]]:
+    """The suite walker's MJCF and assets, from dm_control (:mod:`envs.models`)."""
+    from dm_control.suite import walker as suite_walker  # imported here: it sets up OpenGL
+
+    return suite_walker.get_model_and_assets()
 
 
 __all__ = ["Walker"]

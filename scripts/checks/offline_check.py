@@ -55,8 +55,9 @@ def explore_and_collect(args, snapshots: Path, dataset: Path) -> None:
         f"run_dir={out / 'explore'}",
     ]
     run("pretrain.py", [*small_cpu(args.seed_frames), *explore], out / "explore.log")
-    snapshot = (
-        snapshots / args.explorer / args.domain / f"seed_{args.seed}" / f"snapshot_{args.explore_frames}.pt"
+    # the one configuration folder under the seed's (urlb/data/checkpoint.py)
+    (snapshot,) = (snapshots / args.explorer / args.domain / f"seed_{args.seed}").glob(
+        f"*/snapshot_{args.explore_frames}.pt"
     )
     collect = [
         f"env={args.domain}",

@@ -25,6 +25,12 @@ Recorded per fixture (npz keys):
 * ``update<i>/state/<name>``: non-module state the reward reads (running statistics,
   ProtoRL's queue).
 
+Finetuning fixtures (``<agent>_finetune``) record URLB's transfer and extrinsic-reward
+updates instead: a pretrained agent (``reward_free=True``) and a fresh finetuning agent
+(``reward_free=False``) are built from the same seed, ``init/`` is the fresh agent,
+``pretrained/`` the pretrained one, ``transferred/`` the fresh agent after
+``init_from(pretrained)``, and the updates that follow train on the batch's reward.
+
 Randomness is recorded by wrapping the reference's random calls for the duration of an
 update; the recorder then checks that the global torch generator advanced by exactly the
 recorded draws, so nothing random went unrecorded.
@@ -128,6 +134,7 @@ class Spec:
     meta: str | None = None  # "onehot", "uniform" (CIC) or "unit" (APS's task)
     meta_dim: int = 0
     updates: int = 4
+    finetune: bool = False  # URLB's init_from, then updates on the extrinsic reward
 
 
 SPECS = {
@@ -223,6 +230,10 @@ SPECS = {
         meta_dim=10,
     ),
 }
+# Finetuning: plain DDPG's transfer, and APS's (its successor-feature critic trains on the
+# task reward with the batch's task vector). Three updates each keep the fixtures small.
+SPECS["ddpg_finetune"] = dataclasses.replace(SPECS["ddpg"], updates=3, finetune=True)
+SPECS["aps_finetune"] = dataclasses.replace(SPECS["aps"], updates=3, finetune=True)
 
 
 # -- the reference checkout ---------------------------------------------------------------------
@@ -417,10 +428,17 @@ def record(name: str, spec: Spec, root: Path, command: str) -> None:
         agent_class = getattr(importlib.import_module(module_name), class_name)
         hyperparameters = dict(name=name, **BACKBONE, **spec.kwargs)
         torch.manual_seed(SEED)
+        if spec.finetune:
+            pretrained = agent_class(**hyperparameters)
+            hyperparameters["reward_free"] = False
         agent = agent_class(**hyperparameters)
         fixed = constants(agent)
         rng = np.random.default_rng(SEED)
         arrays = {f"init/{k}": v for k, v in parameters(agent).items()}
+        if spec.finetune:
+            agent.init_from(pretrained)
+            arrays |= {f"pretrained/{k}": v for k, v in parameters(pretrained).items()}
+            arrays |= {f"transferred/{k}": v for k, v in parameters(agent).items()}
         updates = []
         for index in range(spec.updates):
             batch = make_batch(rng, spec)
@@ -484,6 +502,7 @@ def record(name: str, spec: Spec, root: Path, command: str) -> None:
         reference_constants=fixed,
         batch_fields=list(make_batch(np.random.default_rng(0), spec)),
         meta=spec.meta,
+        finetune=spec.finetune,
         parameters=sorted(k.removeprefix("init/") for k in arrays if k.startswith("init/")),
         state=sorted(k.removeprefix("update0/state/") for k in arrays if k.startswith("update0/state/")),
         updates=updates,

@@ -209,7 +209,8 @@ def replay(fixture: Fixture, agent: SACAgent | None = None) -> Comparison:
             return _update_critic(observation, action, reward, *args)
 
         agent.update_critic = spy
-        agent.randomness = ServedRandomness(fixture.draws(index))
+        draws = fixture.manifest["updates"][index]["draws"]
+        agent.randomness = ServedRandomness([torch.as_tensor(fixture.arrays[d["key"]]) for d in draws])
         rng = torch.get_rng_state()
         replay_batch = RecordedReplay(fixture.group(f"batch{index}"), fixture.hyper["sac_discount"])
         metrics = our_metrics(agent.update(replay_batch, step=index))

@@ -11,8 +11,10 @@ everything to ``rtol=1e-5, atol=1e-6``.
 
 Every agent matches at its defaults (URLB's behaviour). Where a config option departs from
 URLB on purpose, a second test shows that switching it on is what moves the update off the
-reference. Max relative differences are in docs/fidelity.md
-(``python tests/reference/urlb_reference.py`` prints them).
+reference. The ``*_finetune`` fixtures record URLB's transfer (``init_from``) and the
+extrinsic-reward updates after it (DDPG; APS's successor-feature critic). Max relative
+differences are in docs/fidelity.md (``python tests/reference/urlb_reference.py`` prints
+them).
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def test_each_departure_option_moves_the_update_off_the_reference(departure):
     draws = post_step_draws if options.get("reward_timing") == "post_step" else None
     comparison = replay(fixture, build(fixture, **options), draws=draws)
     assert comparison.failures() and comparison.max_relative() > 10 * RTOL
+
+
+def test_transfer_keeps_urlbs_fresh_target_critic_unless_asked():
+    """``ddpg_finetune`` holds URLB's init_from: the critic trunk goes into the critic only.
+    ``init_critic_target=true`` (ours before issue 17) copies it into the target as well."""
+    fixture = Fixture.load("ddpg_finetune")
+    agent = build(fixture)
+    agent.init_critic_target = True
+    failures = [label for label, _ in replay(fixture, agent).failures()]
+    assert any(label.startswith("transferred/critic_target.trunk") for label in failures)
 
 
 def test_fixtures_are_documented_and_small():

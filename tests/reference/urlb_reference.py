@@ -135,6 +135,9 @@ class Port:
     metrics: dict[str, str] = dataclasses.field(default_factory=dict)  # reference -> ours
     state: dict[str, str] = dataclasses.field(default_factory=dict)  # reference -> our buffer
     set_task: int | None = None  # plain DDPG trains on the batch's reward: our task 0
+    # Finetuning fixtures: reference tensors that URLB's init_from does not transfer and ours
+    # does (regex -> why); neither side's updates touch them, so they are not compared.
+    not_transferred: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 COMMON_METRICS = {
@@ -312,15 +315,30 @@ PORTS: dict[str, Port] = {
 }
 
 
-def our_tensors(port: Port, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+FINETUNE_METRICS = COMMON_METRICS | {"batch_reward": "extrinsic_reward"}
+PORTS["ddpg_finetune"] = dataclasses.replace(PORTS["ddpg"], metrics=FINETUNE_METRICS)
+PORTS["aps_finetune"] = dataclasses.replace(
+    PORTS["aps"],
+    metrics=FINETUNE_METRICS,
+    set_task=0,
+    not_transferred={
+        r"aps\..*": (
+            "URLB's APSAgent has DDPG's init_from, which leaves phi (state_feat_net) fresh; ours "
+            "transfers the pretrained phi, which its task regression reads (docs/agents.md)"
+        )
+    },
+)
+
+
+def our_tensors(port: Port, reference: dict[str, torch.Tensor], skip=()) -> dict[str, torch.Tensor]:
     """The reference's state_dict entries under our names; every entry is mapped, combined
-    or listed as unmapped with a reason."""
+    or listed as unmapped with a reason (``skip``: further regexes to leave out)."""
     to_ours = rename(BACKBONE_RULES + port.rules)
     out = port.combine(reference) if port.combine else {}
     for name, value in reference.items():
         if port.combined and re.fullmatch(port.combined, name):
             continue
-        if any(re.fullmatch(pattern, name) for pattern in port.unmapped):
+        if any(re.fullmatch(pattern, name) for pattern in (*port.unmapped, *skip)):
             continue
         ours = to_ours(name)
         if ours is None:
@@ -329,9 +347,10 @@ def our_tensors(port: Port, reference: dict[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
-def build(fixture: Fixture, **options) -> DDPGAgent:
-    """Our agent at the fixture's sizes and hyperparameters, holding the reference's initial
-    weights; ``options`` are extra reward-model arguments (a departure's config key)."""
+def build(fixture: Fixture, weights: str = "init", **options) -> DDPGAgent:
+    """Our agent at the fixture's sizes and hyperparameters, holding the reference's
+    ``weights`` (``init``; a finetuning fixture's ``pretrained`` agent); ``options`` are
+    extra reward-model arguments (a departure's config key)."""
     h, port = fixture.hyper, PORTS[fixture.name]
     reward_model = port.reward_model(h, fixture.manifest["reference_constants"])
     if options:
@@ -348,7 +367,7 @@ def build(fixture: Fixture, **options) -> DDPGAgent:
         init_critic=h["init_critic"],
         reward_model=reward_model,
     )
-    weights = our_tensors(port, fixture.group("init"))
+    weights = our_tensors(port, fixture.group(weights))
     ours = agent.state_dict()
     missing = sorted(name for name, _ in agent.named_parameters() if name not in weights)
     if missing:
@@ -393,7 +412,9 @@ class RecordedRandomness(Randomness):
 
     def serve(self, kind: str, shape) -> torch.Tensor:
         if not self.queue:
-            raise AssertionError(f"our update drew more randomness ({kind} {tuple(shape)}) than the reference")
+            raise AssertionError(
+                f"our update drew more randomness ({kind} {tuple(shape)}) than the reference"
+            )
         recorded_kind, value = self.queue.pop(0)
         if recorded_kind != kind or tuple(value.shape) != tuple(shape):
             raise AssertionError(
@@ -482,6 +503,12 @@ def replay(
     port = PORTS[fixture.name]
     agent = build(fixture) if agent is None else agent
     comparison = Comparison()
+    skip = tuple(port.not_transferred)
+    if fixture.manifest.get("finetune"):  # URLB's init_from, then the task's updates
+        agent.init_from(build(fixture, "pretrained"))
+        ours = agent.state_dict()
+        for name, value in our_tensors(port, fixture.group("transferred"), skip).items():
+            comparison.add(f"transferred/{name}", ours[name], value)
     for index, update in enumerate(fixture.manifest["updates"]):
         rewards = []
         update_critic = agent.update_critic
@@ -500,9 +527,25 @@ def replay(
         for reference_name, our_name in port.metrics.items():
             comparison.add(f"{prefix}/metric/{reference_name}", metrics[our_name], recorded[reference_name])
         ours = agent.state_dict()
-        for name, value in our_tensors(port, fixture.group(f"{prefix}/param")).items():
+        for name, value in our_tensors(port, fixture.group(f"{prefix}/param"), skip).items():
             comparison.add(f"{prefix}/param/{name}", ours[name], value)
         state = fixture.group(f"{prefix}/state")
         for reference_name, our_name in port.state.items():
             comparison.add(f"{prefix}/state/{reference_name}", ours[our_name], state[reference_name])
     return comparison
+
+
+def main() -> None:
+    """Print each fixture's max relative difference at our defaults (docs/fidelity.md)."""
+    torch.set_num_threads(1)
+    for name in sorted(PORTS):
+        fixture = Fixture.load(name)
+        comparison = replay(fixture)
+        print(
+            f"{name}: {fixture.updates} updates, {len(comparison.pairs)} quantities, max relative "
+            f"difference {comparison.max_relative():.1e}, beyond tolerance: {len(comparison.failures())}"
+        )
+
+
+if __name__ == "__main__":
+    main()

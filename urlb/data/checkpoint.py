@@ -2,31 +2,43 @@
 
 A payload is a nest of dicts, lists and tuples whose leaves are tensors or plain Python values
 (``{"agent": agent.state_dict(), "config": dict, "frame": 100_000}``). It is written atomically
-(temp file, fsync, ``os.replace``, fsync of the directory) so a crash leaves either the old file
-or the new one, and read back with ``torch.load(weights_only=True)``, which refuses anything that
-would need code to run while unpickling.
+(temp file, fsync, ``os.replace``, fsync of the directory: :func:`urlb.data.records.replace_atomically`)
+so a crash leaves either the old file or the new one, and read back with
+``torch.load(weights_only=True)``, which refuses anything that would need code to run while
+unpickling. A full disk is a :class:`urlb.data.records.DiskFullError` naming the file and the
+size it needed.
 
 Two layouts:
 
-* pretraining snapshots, shared between runs: ``root/<agent>/<domain>/seed_<seed>/snapshot_<frames>.pt``
-  (:func:`snapshot_path`, found by :func:`find_snapshot`, which never substitutes another seed or
-  frame count: the original URLB silently loaded a random other seed's snapshot);
+* pretraining snapshots, shared between runs and kept apart by the configuration that made
+  them: ``root/<agent>/<domain>/seed_<seed>/<config>/snapshot_<frames>.pt``, where ``<config>``
+  is a short hash of the values that define a snapshot (``urlb.run.plan.snapshot_config``) and
+  the folder's ``config.json`` holds those values (:func:`snapshot_path`, found by
+  :func:`find_snapshot`, which never substitutes another seed or frame count, and asks which
+  when several configurations have the frame count asked for: the original URLB silently
+  loaded a random other seed's snapshot, and one folder per seed let a second configuration
+  overwrite the first's snapshots). Files of the old layout,
+  ``root/<agent>/<domain>/seed_<seed>/snapshot_<frames>.pt``, are still found;
 * the resume checkpoint of one run: ``run_dir/checkpoint.pt`` (:func:`checkpoint_path`).
+
+Imports torch and urlb.data.records.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import pickle
 import re
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 
+from urlb.data.records import replace_atomically, write_atomically
+
 __all__ = [
+    "SnapshotAmbiguousError",
     "SnapshotError",
     "SnapshotNotFoundError",
     "available_snapshot_frames",
@@ -35,8 +47,12 @@ __all__ = [
     "latest_checkpoint",
     "load_snapshot",
     "parse_frames",
+    "payload_bytes",
     "save_snapshot",
+    "snapshot_candidates",
+    "snapshot_directory",
     "snapshot_path",
+    "write_snapshot_config",
 ]
 
 # Leaves that torch.load(weights_only=True) accepts (checked against torch 2.13); anything else is
@@ -46,10 +62,16 @@ _PLAIN_LEAVES += (torch.Tensor, torch.Size, torch.dtype, torch.device)
 _FRAMES_PATTERN = re.compile(r"(\d+(?:\.\d+)?)([kKmM]?)")
 _FRAMES_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000}
 _SNAPSHOT_NAME = re.compile(r"snapshot_(\d+)\.pt")
+_CONFIG_NAME = re.compile(r"[0-9a-f]{8,}")
+SNAPSHOT_CONFIG = "config.json"  # beside a configuration's snapshots: the values that define them
 
 
 class SnapshotNotFoundError(FileNotFoundError):
     """No snapshot where one was asked for; the message says where it looked."""
+
+
+class SnapshotAmbiguousError(ValueError):
+    """Snapshots of several configurations match what was asked for; the message names them."""
 
 
 class SnapshotError(ValueError):
@@ -61,24 +83,25 @@ def save_snapshot(path: Path | str, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically and return the path.
 
     Raises ``TypeError`` (naming the offending key) before writing anything if a leaf is not a
-    tensor or plain Python value, e.g. a numpy scalar or an optimizer object.
+    tensor or plain Python value, e.g. a numpy scalar or an optimizer object, and
+    :class:`urlb.data.records.DiskFullError` if the disk fills up (``path`` is then untouched).
     """
     path = Path(path)
     _check_plain(payload, "payload")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is a rename within one filesystem (atomic on POSIX).
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
+    return replace_atomically(path, lambda file: torch.save(payload, file), payload_bytes(payload))
+
+
+def payload_bytes(payload: Any) -> int:
+    """About the bytes ``torch.save`` writes for ``payload``: its tensors' data, plus a little
+    for each other value."""
+    if isinstance(payload, torch.Tensor):
+        return payload.numel() * payload.element_size()
+    if isinstance(payload, dict):
+        return sum(payload_bytes(value) + 16 for value in payload.values())
+    if isinstance(payload, list | tuple):
+        return sum(payload_bytes(value) + 8 for value in payload)
+    return 16
 
 
 def load_snapshot(path: Path | str) -> dict[str, Any]:
@@ -136,23 +159,26 @@ def _unpickling_detail(error: pickle.UnpicklingError) -> str:
     return details[0] if details else lines[0]
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; directories cannot be opened this way on Windows.
-    if os.name != "posix":
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 # -- pretraining snapshots ---------------------------------------------------------------------
-def snapshot_path(root: Path | str, agent: str, domain: str, seed: int, frames: int) -> Path:
-    """``root/<agent>/<domain>/seed_<seed>/snapshot_<frames>.pt``."""
+def snapshot_directory(root: Path | str, agent: str, domain: str, seed: int, config: str) -> Path:
+    """``root/<agent>/<domain>/seed_<seed>/<config>``: one configuration's snapshots."""
+    if not _CONFIG_NAME.fullmatch(config):
+        raise ValueError(f"config={config!r} is not a configuration hash (hex digits)")
+    return _seed_directory(root, agent, domain, seed) / config
+
+
+def snapshot_path(root: Path | str, agent: str, domain: str, seed: int, frames: int, config: str) -> Path:
+    """``root/<agent>/<domain>/seed_<seed>/<config>/snapshot_<frames>.pt``."""
     if frames < 0:
         raise ValueError(f"frames must be >= 0, got {frames}")
-    return _seed_directory(root, agent, domain, seed) / f"snapshot_{int(frames)}.pt"
+    return snapshot_directory(root, agent, domain, seed, config) / f"snapshot_{int(frames)}.pt"
+
+
+def write_snapshot_config(directory: Path, values: dict) -> Path:
+    """Write ``directory/config.json``: the values that define the snapshots of this folder
+    (what :func:`find_snapshot` compares when several configurations match)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_atomically(directory / SNAPSHOT_CONFIG, json.dumps(values, indent=1, sort_keys=True) + "\n")
 
 
 def parse_frames(text: str | int) -> int:
@@ -168,38 +194,110 @@ def parse_frames(text: str | int) -> int:
     return int(frames)
 
 
+def is_frame_count(spec) -> bool:
+    """Whether a ``snapshot=`` value names a frame count (``2M``, ``100000``) rather than a path."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return True
+    return isinstance(spec, str) and _FRAMES_PATTERN.fullmatch(spec.strip()) is not None
+
+
 def find_snapshot(spec: str | int | Path, root: Path | str, agent: str, domain: str, seed: int) -> Path:
     """The snapshot ``spec`` names: a path to a file, or a frame count (``100000``, ``"100k"``, ``"1M"``).
 
-    A frame count is looked up at :func:`snapshot_path` for exactly this agent, domain and seed.
-    If that file is missing this raises :class:`SnapshotNotFoundError` listing the frame counts
-    that do exist for this seed; it never falls back to another seed or frame count.
-    A ``str`` that is not a frame count is taken as a path.
+    A frame count is looked up among the configurations saved for exactly this agent, domain
+    and seed (:func:`snapshot_candidates`). One match is the answer. None raises
+    :class:`SnapshotNotFoundError` listing the frame counts that do exist for this seed; several
+    raise :class:`SnapshotAmbiguousError` naming each candidate with the values its
+    configuration differs in, to be passed as a path. It never falls back to another seed or
+    frame count. A ``str`` that is not a frame count is taken as a path.
     """
-    if isinstance(spec, Path) or (isinstance(spec, str) and _FRAMES_PATTERN.fullmatch(spec.strip()) is None):
+    if not is_frame_count(spec):
         path = Path(spec)
         if not path.is_file():
             raise SnapshotNotFoundError(f"no snapshot file at {path.absolute()} (given as a path)")
         return path
     frames = parse_frames(spec)
-    path = snapshot_path(root, agent, domain, seed, frames)
-    if not path.is_file():
+    candidates = snapshot_candidates(root, agent, domain, seed, frames)
+    if len(candidates) == 1:
+        return candidates[0]
+    where = f"{agent} on {domain}, seed {seed}"
+    if not candidates:
         available = available_snapshot_frames(root, agent, domain, seed)
         listing = ", ".join(str(count) for count in available) if available else "none"
+        looked = _seed_directory(root, agent, domain, seed) / "<config>" / f"snapshot_{frames}.pt"
         raise SnapshotNotFoundError(
-            f"no {agent} snapshot for domain {domain}, seed {seed} at {frames} frames: looked for {path}; "
+            f"no {agent} snapshot for domain {domain}, seed {seed} at {frames} frames: looked for {looked}; "
             f"frame counts available for this seed: {listing}"
         )
-    return path
+    described = "; ".join(f"{path} ({difference})" for path, difference in _differences(candidates))
+    raise SnapshotAmbiguousError(
+        f"snapshot={spec} matches {len(candidates)} configurations of {where}: {described}; "
+        "say which with snapshot=<path>"
+    )
 
 
-def available_snapshot_frames(root: Path | str, agent: str, domain: str, seed: int) -> list[int]:
-    """Sorted frame counts of the snapshots saved for this agent, domain and seed."""
+def snapshot_candidates(root: Path | str, agent: str, domain: str, seed: int, frames: int) -> list[Path]:
+    """Every saved ``snapshot_<frames>.pt`` of this agent, domain and seed: one per
+    configuration folder, and one of the old layout (directly in the seed's folder)."""
     directory = _seed_directory(root, agent, domain, seed)
     if not directory.is_dir():
         return []
-    matches = (_SNAPSHOT_NAME.fullmatch(path.name) for path in directory.iterdir())
-    return sorted(int(match.group(1)) for match in matches if match is not None)
+    name = f"snapshot_{int(frames)}.pt"
+    found = [path / name for path in sorted(directory.iterdir()) if _CONFIG_NAME.fullmatch(path.name)]
+    return [path for path in [*found, directory / name] if path.is_file()]
+
+
+def available_snapshot_frames(root: Path | str, agent: str, domain: str, seed: int) -> list[int]:
+    """Sorted frame counts of the snapshots saved for this agent, domain and seed (any configuration)."""
+    directory = _seed_directory(root, agent, domain, seed)
+    if not directory.is_dir():
+        return []
+    files = [*directory.glob("snapshot_*.pt"), *directory.glob("*/snapshot_*.pt")]
+    matches = (_SNAPSHOT_NAME.fullmatch(path.name) for path in files)
+    return sorted({int(match.group(1)) for match in matches if match is not None})
+
+
+def _differences(candidates: list[Path]) -> list[tuple[Path, str]]:
+    """Each candidate with the defining values its configuration differs in from the others'."""
+    values = [_flat(_read_config(path.parent)) for path in candidates]
+    keys = sorted({key for flat in values if flat is not None for key in flat})
+    differing = [
+        key
+        for key in keys
+        if len({json.dumps(flat.get(key)) if flat is not None else None for flat in values}) > 1
+    ]
+    described = []
+    for path, flat in zip(candidates, values, strict=True):
+        if flat is None:
+            text = "an old-layout file: no configuration recorded"
+        else:
+            shown = [f"{key}={json.dumps(flat.get(key))}" for key in differing[:6]]
+            text = ", ".join(shown) + (f", and {len(differing) - 6} more" if len(differing) > 6 else "")
+        described.append((path, text or "the same values"))
+    return described
+
+
+def _read_config(directory: Path) -> dict | None:
+    path = directory / SNAPSHOT_CONFIG
+    if not _CONFIG_NAME.fullmatch(directory.name) or not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return values if isinstance(values, dict) else None
+
+
+def _flat(values: dict | None, prefix: str = "") -> dict | None:
+    if values is None:
+        return None
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _seed_directory(root: Path | str, agent: str, domain: str, seed: int) -> Path:

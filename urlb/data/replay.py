@@ -50,6 +50,7 @@ from tensordict import TensorDict
 
 from urlb.data.datasets import write_dataset
 from urlb.data.frames import FrameStacks
+from urlb.data.memory import Need, check_needs
 from urlb.data.ring import Ring
 from urlb.data.starts import StartIndex
 
@@ -93,6 +94,18 @@ class ReplayBuffer:
         self.num_envs = num_envs
         # Resolve "cuda" to "cuda:0" so that device checks compare like with like.
         self.device = torch.empty(0, device=device).device
+        # The index (and the frame stacks' episode steps) are allocated here, the ring at the
+        # first add (checked then against its fields): refuse a capacity whose index alone does
+        # not fit before allocating it (replay.capacity=1e12 died in the allocator).
+        index = Need(
+            "replay index",
+            self.device,
+            self.capacity_steps * num_envs,
+            self.bytes_per_transition(0, frame_stack),
+            "transitions",
+            "replay.capacity",
+        )
+        check_needs([index])
         self.nstep = nstep
         self.discount = discount
         # discount**k for k < n, in float64 before rounding once to the rewards' float32.
@@ -104,6 +117,13 @@ class ReplayBuffer:
         self._frame_stacks = (
             FrameStacks(frame_stack, self.capacity_steps, num_envs, self.device) if frame_stack > 1 else None
         )
+
+    @staticmethod
+    def bytes_per_transition(step_bytes: int, frame_stack: int = 1) -> int:
+        """Bytes a buffer holds per transition whose fields take ``step_bytes`` (one world's
+        step; stacked observations count one frame each): the fields, the index of valid
+        starts and, with stacked frames, each step's position in its episode."""
+        return step_bytes + 8 + (8 if frame_stack > 1 else 0)
 
     # -- writing --------------------------------------------------------------------------
     def add(

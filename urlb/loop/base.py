@@ -28,21 +28,43 @@ from urlb.measure.evaluate import evaluate
 RECORDS = "eval.jsonl"
 
 
+# A trained float32 network's weights stay within a few hundred; past this bound the updates
+# have diverged even while every value is still finite (issue 22: agent.lr=1e10 put 1e10 in the
+# critic with every loss finite, a checkpoint saved it, and every resume then crashed in act).
+PARAMETER_LIMIT = 1e8
+
+
 class NonFiniteLossError(RuntimeError):
-    """An update produced NaN or inf; the run stops and keeps its last good snapshot."""
+    """An update produced NaN or inf, or the agent's parameters diverged; the run stops and
+    keeps its last good snapshot and checkpoint."""
 
 
-def check_finite(metrics: dict[str, torch.Tensor], where: str) -> None:
-    """Stop on a NaN or inf metric, naming it and ``where`` (one host sync: called at log,
+def check_finite(metrics: dict[str, torch.Tensor], where: str, kept: str = "") -> None:
+    """Stop on a NaN or inf metric, naming the first and ``where`` (one host sync: called at log,
     snapshot and checkpoint time)."""
     if not metrics:
         return
     values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()])
     if not bool(torch.isfinite(values).all()):
         bad = [k for k, v in zip(metrics, values.tolist(), strict=True) if not math.isfinite(v)]
-        raise NonFiniteLossError(
-            f"non-finite {', '.join(bad)} at {where}; the last good snapshot and checkpoint are kept"
-        )
+        kept = kept or "the last good snapshot and checkpoint are kept"
+        raise NonFiniteLossError(f"non-finite {', '.join(bad)} at {where}; {kept}")
+
+
+def parameter_problem(agent) -> str | None:
+    """The first parameter of ``agent`` that is not finite or beyond :data:`PARAMETER_LIMIT`,
+    described (``parameter critic.trunk.0.weight is nan``), or None (one host sync)."""
+    named = list(agent.named_parameters()) if hasattr(agent, "named_parameters") else []
+    named = [(name, value) for name, value in named if value.numel()]
+    if not named:
+        return None
+    peaks = torch.stack([value.detach().abs().amax().float() for _, value in named]).tolist()
+    for (name, _), peak in zip(named, peaks, strict=True):
+        if not math.isfinite(peak):
+            return f"parameter {name} is not finite ({peak})"
+        if peak > PARAMETER_LIMIT:
+            return f"parameter {name} reaches {peak:.1e} (beyond {PARAMETER_LIMIT:.0e}: the updates diverged)"
+    return None
 
 
 class Loop(abc.ABC):
@@ -83,6 +105,7 @@ class Loop(abc.ABC):
         self.updates = 0
         self.evaluations = 0
         self.last_metrics: dict[str, torch.Tensor] = {}
+        self.last_checkpoint: int | None = None  # the clock of the last checkpoint written or read
 
     @property
     @abc.abstractmethod
@@ -93,11 +116,48 @@ class Loop(abc.ABC):
         return record_files(self.run_dir, self.evaluators)
 
     # -- reporting ----------------------------------------------------------------------------
-    def check_finite(self) -> None:
+    def where(self) -> str:
         where = f"{self.clock_key[:-1]} {self.clock}"  # "frame 4000", "update 120"
         if self.clock_key != "updates":
             where += f" (update {self.updates})"
-        check_finite(self.last_metrics, where)
+        return where
+
+    def kept(self) -> str:
+        """What a stop keeps: the last good checkpoint, named by its clock."""
+        if self.last_checkpoint is None:
+            return "nothing was written; no checkpoint had been written yet"
+        return (
+            f"nothing was written: the last good checkpoint ({self.clock_key[:-1]} {self.last_checkpoint}) "
+            "and the snapshots before it are kept"
+        )
+
+    def check_finite(self) -> None:
+        """The last update's metrics are finite (at log time: one host sync)."""
+        check_finite(self.last_metrics, self.where(), self.kept())
+
+    def check_sound(self) -> None:
+        """The last update's metrics are finite and every parameter of the agent is finite and
+        within :data:`PARAMETER_LIMIT`: checked before anything is written from the agent (a
+        snapshot, a checkpoint), so a diverged agent never replaces a good one."""
+        self.check_finite()
+        problem = parameter_problem(self.agent)
+        if problem is not None:
+            raise NonFiniteLossError(
+                f"{problem} at {self.where()}; {self.kept()}; lower agent.lr or check the run's losses"
+            )
+
+    def act_failed(self, error: Exception, where: str) -> Exception:
+        """The error to raise for ``error`` raised while the agent acted: a divergence named by
+        the frame and the parameter at fault, or ``error`` itself (noted with ``where``)."""
+        problem = parameter_problem(self.agent)
+        if problem is None:
+            error.add_note(f"(raised by the agent acting at {where})")
+            return error
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return NonFiniteLossError(
+            f"the agent could not act at {where}: {problem} ({type(error).__name__}: {cause}); "
+            f"{self.kept()}; lower agent.lr or check the run's losses"
+        )
 
     def log_training(self, started: float, started_clock: int, rate_name: str) -> None:
         """The last update's metrics (``train/``) and the rate since ``started`` (``time/``)."""
@@ -111,7 +171,10 @@ class Loop(abc.ABC):
     def evaluate(self) -> dict[str, float]:
         """Deterministic returns of every task (one record each), or of the finetuning task."""
         self.evaluations += 1
-        returns = evaluate(self.eval_env, self.agent, seed=self.seed * 100_003 + self.clock)
+        try:
+            returns = evaluate(self.eval_env, self.agent, seed=self.seed * 100_003 + self.clock)
+        except (ValueError, RuntimeError) as error:
+            raise self.act_failed(error, f"the evaluation at {self.where()}") from error
         tasks = [self.task] if self.task is not None else list(returns)
         metrics = {}
         for task in tasks:
@@ -136,9 +199,9 @@ class Loop(abc.ABC):
         return returns
 
     def snapshot(self, at: int) -> None:
-        """Write the snapshot of clock value ``at`` (after checking the last update was finite)."""
+        """Write the snapshot of clock value ``at`` (after checking the agent: :meth:`check_sound`)."""
         if self.write_snapshot is not None:
-            self.check_finite()
+            self.check_sound()
             self.write_snapshot(at)
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -170,13 +233,17 @@ class Loop(abc.ABC):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def save_checkpoint(self) -> None:
-        self.check_finite()
+        """Replace ``checkpoint.pt`` (atomically) once the agent is checked sound: a diverged
+        agent leaves the last good checkpoint in place."""
+        self.check_sound()
         save_snapshot(checkpoint_path(self.run_dir), self.state_dict())
+        self.last_checkpoint = self.clock
 
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint's ``state``: records written after it by the killed
-        process are dropped, since the resumed run writes them again."""
+        process are dropped, since the resumed run writes them again (a torn last line too)."""
         self.load_state_dict(state)
+        self.last_checkpoint = self.clock
         for path in self.record_files():
             keep_records_until(path, self.clock_key, self.clock)
 

@@ -125,7 +125,10 @@ class OnlineLoop(Loop):
         if self.frame < self.schedule.seed_frames:
             action = torch.rand(env.num_envs, env.action_dim, device=env.device) * 2 - 1
         else:
-            action = agent.act(self.observation, self.agent_state, explore=True)
+            try:
+                action = agent.act(self.observation, self.agent_state, explore=True)
+            except (ValueError, RuntimeError) as error:
+                raise self.act_failed(error, self.where()) from error
         extras = self.extras()
         out = env.step(action)
         self.replay.add(

@@ -109,7 +109,7 @@ class Logger:
         frame = int(frame)
         values = {key: to_float(value, f"{namespace}/{key}") for key, value in metrics.items()}
         if namespace == "time" and "updates" in values:
-            self._progress.set_updating(values["updates"] > 0)
+            self._progress.set_updating(values["updates"] > 0, frame)
         if self._writer is not None:
             for key, value in values.items():
                 self._writer.add_scalar(f"{namespace}/{key}", value, global_step=frame)
@@ -238,12 +238,15 @@ class _ProgressLine:
         self.pending_carriage_line = 0  # length of an unfinished `\r` line on a terminal
         # None: not told (a caller that logs no time/updates); False: no update yet.
         self.updating: bool | None = None
+        self.last_seed_sample = (now, start_frame)  # (time, frame) last told without updates
 
-    def set_updating(self, updating: bool) -> None:
-        """Whether the run updates its agent yet. At the first update the window restarts at the
-        last sample taken before it, so that the rate counts update-phase frames only."""
-        if updating and self.updating is False:
-            self.samples = deque([self.samples[-1]])
+    def set_updating(self, updating: bool, frame: int) -> None:
+        """Whether the run updates its agent yet, as of ``frame``. At the first update the window
+        restarts at the last frame told before it, so that the rate counts update-phase frames only."""
+        if not updating:
+            self.last_seed_sample = (self.clock(), frame)
+        elif self.updating is False:
+            self.samples = deque([self.last_seed_sample])
         self.updating = updating
 
     def update(self, frame: int, extras: dict[str, float], force: bool) -> str | None:

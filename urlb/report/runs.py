@@ -120,11 +120,14 @@ def _bad_line(record) -> str | None:
 def read_runs(paths: Iterable[Path | str], skip_bad_lines: bool = False) -> tuple[list[Run], list[str]]:
     """The finetuning runs recorded under ``paths`` and notes on what was left out or merged.
 
-    Raises :class:`ReportError` for a bad line (unless ``skip_bad_lines``) and for the same run
-    found in two files.
+    Raises :class:`ReportError` for a bad line (unless ``skip_bad_lines``), for the same run
+    found in two files, and for two records of one run's evaluation that disagree (a run
+    written twice: which one counts is not the report's to guess). The same record written
+    twice counts once, with a note.
     """
     runs: dict[tuple, Run] = {}
     owner: dict[tuple, Path] = {}
+    where: dict[tuple, str] = {}  # (run, frames) -> "file:line" of the record kept
     notes, bad, pretraining = [], [], 0
     for path in record_files(paths):
         duplicates = 0
@@ -155,16 +158,30 @@ def read_runs(paths: Iterable[Path | str], skip_bad_lines: bool = False) -> tupl
             )
             key = run.identity()
             if key in owner and owner[key] != path:
+                kept = next(iter(runs[key].evaluations.values()))
+                seeds = (kept.get("snapshot_seed"), record.get("snapshot_seed"))
+                also = f", from pretraining seeds {seeds[0]} and {seeds[1]}" if seeds[0] != seeds[1] else ""
                 raise ReportError(
-                    f"the same run is in {owner[key]} and {path} ({run.describe()}); pass only one of them"
+                    f"the same run is in {owner[key]} and {path} ({run.describe()}{also}); "
+                    "pass only one of them"
                 )
             owner[key] = path
             run = runs.setdefault(key, run)
             frames = int(record["frames"])
-            duplicates += frames in run.evaluations
-            run.evaluations[frames] = record  # the last record of a frame count wins
+            if frames in run.evaluations:
+                if run.evaluations[frames] != record:
+                    returns = f"return {run.evaluations[frames]['return']} vs {record['return']}"
+                    raise ReportError(
+                        f"two different records of one evaluation: {where[key, frames]} and {path}:{number} "
+                        f"({run.describe()} at {frames} frames: {returns}); the run was written twice: "
+                        "keep one of those lines"
+                    )
+                duplicates += 1
+                continue
+            run.evaluations[frames] = record
+            where[key, frames] = f"{path}:{number}"
         if duplicates:
-            notes.append(f"{path}: {duplicates} evaluation(s) written twice; each counted once (the last)")
+            notes.append(f"{path}: {duplicates} evaluation(s) written twice alike; each counted once")
     if bad and not skip_bad_lines:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ReportError(

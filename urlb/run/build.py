@@ -1,4 +1,5 @@
-"""The parts of a run, built from its frozen plan: device, envs, agent, replay, logger.
+"""The parts of a run, built from its frozen plan: device, envs, agent, replay, logger; and the
+estimate of their memory made before any of them (:func:`check_sizes`).
 
 Imports: envs, agents' interface (through Hydra's instantiate of the plan's own agent config),
 urlb.data, urlb.measure, urlb.run.plan.
@@ -6,17 +7,24 @@ urlb.data, urlb.measure, urlb.run.plan.
 
 from __future__ import annotations
 
+import importlib
+import math
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from envs import make_env
+from envs.registry import resolve_backend
+from envs.tasks import DOMAINS, parse_task
+from urlb.data.memory import Need, check_needs
 from urlb.data.replay import ReplayBuffer
 from urlb.loop.online import Schedule
 from urlb.measure.logging import Logger
 from urlb.measure.skills import SkillEvaluator
-from urlb.run.plan import env_options, pixel_options
+from urlb.run.plan import env_options, observe_pose, pixel_options
 from urlb.run.spec import check_agent_config
+from urlb.run.threads import set_torch_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,8 +38,7 @@ def resolve_device(name: str) -> torch.device:
 def prepare_process(plan: DictConfig) -> torch.device:
     """Process-wide settings of a run (torch threads, the seed); returns the device."""
     device = resolve_device(plan.device)
-    if plan.threads:
-        torch.set_num_threads(plan.threads)
+    set_torch_threads(plan, device)
     torch.manual_seed(plan.seed)
     return device
 
@@ -108,3 +115,72 @@ def build_skill_evaluators(plan: DictConfig, skill_agent: bool, device: torch.de
         pixels=pixel_options(plan),
     )
     return [evaluator]
+
+
+# -- memory, before anything is allocated -------------------------------------------------------------
+# Bytes per simulated world: a world's MuJoCo data and the env's per-world tensors, measured as
+# the growth of the process's resident memory over 2000 worlds of the cpu backend (walker 0.21,
+# quadruped 0.25, jaco 0.45 MB), rounded up; the warp backend's worlds are taken to cost as much.
+WORLD_BYTES = {"walker": 250_000, "quadruped": 300_000, "jaco": 500_000}
+# The pixel renderer per world and pixel: rays, depth, colour and the BVH (1.45 MB per 84x84
+# world, measured as above over 64 worlds on Warp's CPU device), rounded up.
+RENDER_BYTES_PER_PIXEL = 256
+ASSUMED_WORLD_BYTES = 500_000  # a domain not measured above
+
+
+def check_sizes(plan: DictConfig) -> None:
+    """Refuse a plan whose replay, worlds and renderer would not fit the free memory of their
+    devices, before any of them is allocated (:func:`urlb.data.memory.check_needs`: one line
+    with the figures and a size that fits)."""
+    backend, sim_device = resolve_backend(plan.backend, resolve_device(plan.device))
+    domain = domain_class(plan.env.domain if "env" in plan else parse_task(plan.task)[0])
+    pixels = plan.obs.type == "pixels"
+    protocol = plan.protocol
+    worlds = protocol.num_envs + protocol.eval_episodes
+    if plan.phase == "pretrain" and plan.skill_eval.rollouts:
+        worlds += plan.skill_eval.rollouts
+    needs = [Need("worlds", sim_device, worlds, world_bytes(domain), "worlds", "protocol.num_envs")]
+    if pixels:
+        # Rendering runs where the simulation does on warp, on Warp's CPU device beside the cpu backend.
+        render_device = sim_device if backend == "warp" else torch.device("cpu")
+        per_world = plan.obs.size**2 * (RENDER_BYTES_PER_PIXEL + 3 * plan.obs.frame_stack)
+        needs.append(Need("renderer", render_device, worlds, per_world, "worlds", "protocol.num_envs"))
+    if plan.phase == "pretrain" and getattr(plan, "dataset", None) is not None:
+        check_needs(needs)  # a dataset agent: no replay
+        return
+    step = _step_bytes(plan, domain)
+    transitions = math.ceil(plan.replay.capacity / protocol.num_envs) * protocol.num_envs
+    per_transition = ReplayBuffer.bytes_per_transition(step, plan.obs.frame_stack if pixels else 1)
+    needs.append(Need("replay", sim_device, transitions, per_transition, "transitions", "replay.capacity"))
+    check_needs(needs)
+
+
+def domain_class(name: str):
+    """A domain's class (its sizes are class attributes), without building its model."""
+    module, cls = DOMAINS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def world_bytes(domain) -> int:
+    return WORLD_BYTES.get(domain.name, ASSUMED_WORLD_BYTES)
+
+
+def step_bytes(domain, observation_bytes: int | None = None, pose=False, skill_dim=0, physics=False) -> int:
+    """One world's step in a replay: observations (``observation_bytes`` each, default the
+    domain's state vector), action, every task's reward, the done flags, positions (3 floats
+    at most), the agent's skill and, with ``physics``, the physics state (taken as 3 floats per
+    observation entry: the models' qpos and qvel are smaller)."""
+    if observation_bytes is None:
+        observation_bytes = 4 * (domain.obs_dim + (domain.pose_dim if pose else 0))
+    step = 2 * observation_bytes + 4 * domain.action_dim + 4 * len(domain.tasks) + 2 + 2 * 4 * 3
+    step += 4 * skill_dim
+    if physics:
+        step += 3 * 4 * domain.obs_dim
+    return step
+
+
+def _step_bytes(plan: DictConfig, domain) -> int:
+    frames = 3 * plan.obs.size**2 if plan.obs.type == "pixels" else None  # uint8, the newest frame
+    model = plan.agent.get("reward_model") or {}
+    skill_dim = int(model.get("skill_dim", 0) or 0)
+    return step_bytes(domain, frames, observe_pose(plan), skill_dim, bool(plan.get("save_dataset")))

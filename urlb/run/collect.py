@@ -24,15 +24,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tensordict import TensorDict
 
 from envs import make_env
 from urlb.data.checkpoint import load_snapshot, parse_frames
+from urlb.data.memory import Need, check_needs
 from urlb.data.replay import ReplayBuffer
 from urlb.measure.logging import git_revision
-from urlb.run.build import build_agent, prepare_process
-from urlb.run.plan import observe_pose
+from urlb.run.build import build_agent, domain_class, prepare_process, resolve_device, step_bytes, world_bytes
+from urlb.run.spec import stored_config, stored_observe_pose
 
 POLICIES = ("random", "snapshot")
 # The physics state each transition's observation was made in: enough to put a world back
@@ -144,16 +145,17 @@ def collect_from_config(cfg: DictConfig) -> Path:
     """``collect.py``: check the inputs, build env and policy, collect, write; returns ``out``."""
     check_config(cfg)
     frames = parse_frames(cfg.frames)
-    device = prepare_process(cfg)  # threads; the seed of an agent's exploration noise and skill draws
     domain = cfg.env.domain
     snapshot = load_collector(cfg.snapshot, domain) if cfg.policy == "snapshot" else None
-    pose = observe_pose(OmegaConf.create(snapshot["config"])) if snapshot else False
+    pose = stored_observe_pose(snapshot["config"]) if snapshot else False
+    check_collect_sizes(cfg, frames, pose, snapshot)
+    device = prepare_process(cfg)  # threads; the seed of an agent's exploration noise and skill draws
     env = make_env(domain, cfg.num_envs, backend=cfg.backend, device=device, seed=cfg.seed, observe_pose=pose)
     if snapshot is None:
         generator = torch.Generator(device=env.device).manual_seed(cfg.seed)
         policy, agent = RandomPolicy(env.action_dim, generator), "random"
     else:
-        policy = build_agent(OmegaConf.create(snapshot["config"]["agent"]), env, env.device)
+        policy = build_agent(snapshot["config"]["agent"], env, env.device)
         policy.load_state_dict(snapshot["agent"])
         agent = snapshot["agent_name"]
     meta = {
@@ -171,6 +173,30 @@ def collect_from_config(cfg: DictConfig) -> Path:
     path = collect_dataset(env, policy, frames, cfg.out, meta)
     print(f"[collect] {frames} frames of {domain} ({agent}) written to {path}")
     return path
+
+
+def check_collect_sizes(cfg: DictConfig, frames: int, pose: bool, snapshot: dict | None) -> None:
+    """Refuse a collection whose worlds and replay would not fit in memory, before either is
+    allocated (``urlb.data.memory.check_needs``)."""
+    domain = domain_class(cfg.env.domain)
+    backend, device = cfg.backend, resolve_device(cfg.device)
+    sim_device = device if backend != "cpu" else torch.device("cpu")
+    model = ((snapshot or {}).get("config", {}).get("agent") or {}).get("reward_model") or {}
+    skill_dim = int(model.get("skill_dim", 0) or 0) if isinstance(model, dict) else 0
+    per_step = step_bytes(domain, pose=pose, skill_dim=skill_dim, physics=True)
+    check_needs(
+        [
+            Need("worlds", sim_device, cfg.num_envs, world_bytes(domain), "worlds", "num_envs"),
+            Need(
+                "replay",
+                sim_device,
+                frames,
+                ReplayBuffer.bytes_per_transition(per_step),
+                "transitions",
+                "frames",
+            ),
+        ]
+    )
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -196,11 +222,12 @@ def load_collector(path: str | Path, domain: str) -> dict:
             f"{path} is not a pretraining snapshot (no {', '.join(sorted(missing))}); pass a "
             "snapshot_<frames>.pt that pretrain.py wrote"
         )
+    config = stored_config(snapshot, path)  # data: its agent config names only the project's agents
     if snapshot["domain"] != domain:
         raise ValueError(
             f"snapshot {path} was pretrained on {snapshot['domain']}; collect with env={snapshot['domain']}"
         )
-    if snapshot["config"].get("obs", {"type": "states"})["type"] != "states":
+    if config.get("obs", {"type": "states"})["type"] != "states":
         raise ValueError(
             f"snapshot {path} acts on pixels; datasets hold state observations: collect with a snapshot "
             "pretrained on states (obs=states) or policy=random"

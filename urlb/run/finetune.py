@@ -12,16 +12,26 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from envs import make_env
 from envs.tasks import parse_task
 from urlb.data.checkpoint import find_snapshot, load_snapshot
+from urlb.data.records import write_atomically
 from urlb.loop.online import OnlineLoop
 from urlb.measure.skills import select_skill
-from urlb.run.build import build_agent, build_envs, build_replay, online_schedule, prepare_process
+from urlb.run.build import (
+    build_agent,
+    build_envs,
+    build_replay,
+    check_sizes,
+    online_schedule,
+    prepare_process,
+)
 from urlb.run.execute import execute
+from urlb.run.folder import open_run
 from urlb.run.plan import build_plan, env_options, hydra_agent_name, observe_pose, snapshot_folder, write_plan
+from urlb.run.spec import stored_config, stored_observe_pose
 
 
 def main(cfg: DictConfig, name: str | None = None) -> dict:
@@ -35,49 +45,78 @@ def main(cfg: DictConfig, name: str | None = None) -> dict:
     return finetune(plan)
 
 
-def load_pretrained(plan: DictConfig, env):
-    """The pretrained agent named by ``plan.snapshot`` (never another seed or frame count),
-    and the snapshot's payload. Its stored agent config is data: every ``_target_`` in it must
-    be one of the project's agents (:func:`urlb.run.spec.check_agent_config`)."""
+def read_pretrained(plan: DictConfig) -> tuple[Path, dict]:
+    """The snapshot named by ``plan.snapshot`` (never another seed or frame count; asked about
+    when several configurations have the frame count) and its payload, checked against the plan
+    before anything is built. Its stored config is data: every ``_target_`` in its agent config
+    must be one of the project's agents (:func:`urlb.run.spec.stored_config`)."""
     domain, _ = parse_task(plan.task)
     name = plan.agent_name
     folder = snapshot_folder(plan, domain)
-    path = find_snapshot(plan.snapshot, Path(plan.snapshot_root), name, folder, plan.snapshot_seed)
+    path = resumed_snapshot(plan) or find_snapshot(
+        plan.snapshot, Path(plan.snapshot_root), name, folder, plan.snapshot_seed
+    )
     snapshot = load_snapshot(path)
-    pretrained_obs = snapshot["config"].get("obs", {"type": "states"})["type"]
+    config = stored_config(snapshot, path)
+    pretrained_obs = config.get("obs", {"type": "states"})["type"]
     if pretrained_obs != plan.obs.type:
         raise ValueError(
             f"snapshot {path} was pretrained with obs={pretrained_obs}; finetune with obs={pretrained_obs}"
         )
-    if snapshot["agent_name"] != name or snapshot["domain"] != domain:
+    if snapshot.get("agent_name") != name or snapshot.get("domain") != domain:
         raise ValueError(
-            f"snapshot {path} is {snapshot['agent_name']} on {snapshot['domain']}, not {name} on {domain}"
+            f"snapshot {path} is {snapshot.get('agent_name')} on {snapshot.get('domain')}, "
+            f"not {name} on {domain}"
         )
-    pretrained_cfg = OmegaConf.create(snapshot["config"])
-    pose = observe_pose(pretrained_cfg)
-    if pose != env.observe_pose:
+    target = config.get("agent", {}).get("_target_")
+    if target != plan.agent._target_:
+        raise ValueError(f"snapshot {path} holds a {target}, but agent={name} builds a {plan.agent._target_}")
+    pose = stored_observe_pose(config)
+    if pose != observe_pose(plan):
         raise ValueError(
             f"snapshot {path} was pretrained with observe_pose={pose}; finetune with "
             f"agent.reward_model.observe_pose={pose} so the observations match"
         )
-    pretrained = build_agent(pretrained_cfg.agent, env, env.device)
+    return path, snapshot
+
+
+def resumed_snapshot(plan: DictConfig) -> Path | None:
+    """The snapshot file a run being resumed started from (its ``run.json``), so that a
+    configuration pretrained since cannot make ``snapshot=<frames>`` mean another file."""
+    info = Path(plan.run_dir) / "run.json"
+    if not plan.resume or not (Path(plan.run_dir) / "checkpoint.pt").is_file() or not info.is_file():
+        return None
+    try:
+        recorded = json.loads(info.read_text()).get("snapshot_file")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return Path(recorded) if isinstance(recorded, str) and Path(recorded).is_file() else None
+
+
+def load_pretrained(plan: DictConfig, env, snapshot: dict | None = None):
+    """The pretrained agent named by ``plan.snapshot`` (:func:`read_pretrained`), built for
+    ``env`` from the snapshot's checked agent config, and the snapshot's payload."""
+    if snapshot is None:
+        _, snapshot = read_pretrained(plan)
+    pretrained = build_agent(snapshot["config"]["agent"], env, env.device)
     pretrained.load_state_dict(snapshot["agent"])
     return pretrained, snapshot
 
 
-def choose_skill(plan: DictConfig, agent, task: str, run_dir: Path) -> None:
+def choose_skill(plan: DictConfig, agent, task: str, run_dir: Path) -> int:
     """Fix the finetuning skill of a skill model that picks one (``SkillModel.
     finetune_candidates``): the candidate whose deterministic rollout of the pretrained
     policy scores best on ``task`` (``urlb.measure.skills.select_skill``). The choice and every
     candidate's return go to ``run_dir/skill_selection.json``. Models that keep drawing
-    skills while finetuning (URLB's DIAYN) are left alone."""
+    skills while finetuning (URLB's DIAYN) are left alone. Returns the env frames the
+    selection spent outside the finetuning budget (0: none)."""
     model = agent.reward_model
     if model is None or not agent.skill_dim:
-        return
+        return 0
     generator = torch.Generator().manual_seed(plan.seed)
     candidates = model.finetune_candidates(plan.skill_selection.candidates, generator)
     if candidates is None:
-        return
+        return 0
     device = next(agent.parameters()).device
     env = make_env(task, len(candidates), device=device, **env_options(plan))
     skill, returns = select_skill(env, agent, candidates, task, seed=plan.seed)
@@ -96,43 +135,56 @@ def choose_skill(plan: DictConfig, agent, task: str, run_dir: Path) -> None:
         "returns": returns.tolist(),
         "frames_used": len(candidates) * env.episode_steps,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "skill_selection.json").write_text(json.dumps(selection, indent=1))
+    write_atomically(run_dir / "skill_selection.json", json.dumps(selection, indent=1))
+    return selection["frames_used"]
 
 
 def finetune(plan: DictConfig) -> dict:
     """Finetune the plan's snapshot (or train from scratch with ``snapshot=null``) on its task."""
     domain, task = parse_task(plan.task)
-    device = prepare_process(plan)
-    env, eval_env = build_envs(plan, task, device)
-    agent = build_agent(plan.agent, env, env.device)
-    replay = build_replay(plan, env)
-    run_dir = write_plan(plan)
-    snapshot_frames = pretrain_frames = None
-    if plan.snapshot is not None:
-        pretrained, snapshot = load_pretrained(plan, env)
-        agent.init_from(pretrained)
-        choose_skill(plan, agent, task, run_dir)
-        snapshot_frames = snapshot["frames"]
-        # Snapshots name the frames behind them (offline: the dataset's); older ones in the config.
-        pretrain_frames = snapshot.get("pretrain_frames", snapshot["config"]["protocol"]["pretrain_frames"])
-    total = plan.protocol.finetune_frames
-    record = {
-        "agent": plan.agent_name,
-        "domain": domain,
-        "seed": plan.seed,
-        "phase": "finetune",
-        "snapshot_frames": snapshot_frames,
-        "pretrain_frames": pretrain_frames,
-        "finetune_frames": total,
-        "obs": plan.obs.type,
-    }
-    schedule = online_schedule(plan, total)
+    check_sizes(plan)
+    path, snapshot = read_pretrained(plan) if plan.snapshot is not None else (None, None)
+    with open_run(plan, "finetune") as start:
+        if start is None:
+            return {}
+        device = prepare_process(plan)
+        env, eval_env = build_envs(plan, task, device)
+        agent = build_agent(plan.agent, env, env.device)
+        replay = build_replay(plan, env)
+        if start.fresh:
+            write_plan(plan, extra={"snapshot_file": None if path is None else str(path.resolve())})
+        run_dir = start.run_dir
+        snapshot_frames = pretrain_frames = snapshot_seed = None
+        extra_frames = 0
+        if snapshot is not None:
+            pretrained, _ = load_pretrained(plan, env, snapshot)
+            agent.init_from(pretrained)
+            extra_frames = choose_skill(plan, agent, task, run_dir)
+            snapshot_frames, snapshot_seed = snapshot["frames"], snapshot["seed"]
+            # Snapshots name the frames behind them (offline: the dataset's); older ones in the config.
+            pretrain_frames = snapshot.get(
+                "pretrain_frames", snapshot["config"]["protocol"]["pretrain_frames"]
+            )
+        total = plan.protocol.finetune_frames
+        record = {
+            "agent": plan.agent_name,
+            "domain": domain,
+            "seed": plan.seed,
+            "phase": "finetune",
+            "snapshot_frames": snapshot_frames,
+            "snapshot_seed": snapshot_seed,
+            "pretrain_frames": pretrain_frames,
+            "finetune_frames": total,
+            # env frames spent outside the finetuning budget (skill selection; issue 17)
+            "extra_frames": extra_frames,
+            "obs": plan.obs.type,
+        }
+        schedule = online_schedule(plan, total)
 
-    def make_loop(logger) -> OnlineLoop:
-        return OnlineLoop(
-            env, eval_env, agent, replay, logger, schedule, run_dir, plan.seed, record, task=task
-        )
+        def make_loop(logger) -> OnlineLoop:
+            return OnlineLoop(
+                env, eval_env, agent, replay, logger, schedule, run_dir, plan.seed, record, task=task
+            )
 
-    result, _ = execute(plan, make_loop, total, "finetune", record)
-    return result
+        result, _ = execute(plan, start, make_loop, total, "finetune", record)
+        return result

@@ -1,23 +1,35 @@
-"""The run plan: the Hydra config resolved once, adjusted for the agent, validated and frozen.
+"""The run plan: the Hydra config resolved once, validated, adjusted for the agent and frozen.
 
 :func:`build_plan` is the only place a run's configuration changes: it resolves every
-interpolation, applies what the agent asks for (its pixel format, its replay window, its own
-update ratio, METRA's pose switched off on frames, the frozen encoder of a pixel finetune),
-announces each change in one line, and returns a read-only :class:`omegaconf.DictConfig`
-(an edit raises). The run folder's ``config.yaml`` is this plan (:func:`write_plan`); nothing
-edits it afterwards.
+interpolation, checks every value against the typed schema (:mod:`urlb.run.schema`: one line
+naming the key and a fix, before anything is built or any folder made), applies what the agent
+asks for (its pixel format, its replay window, its own update ratio, METRA's pose switched off
+on frames, the frozen encoder of a pixel finetune), announces each change in one line, names
+the folder of a pretraining's snapshots (``snapshot_dir``: one per configuration,
+:func:`snapshot_config`), and returns a read-only :class:`omegaconf.DictConfig` (an edit
+raises). The run folder's ``config.yaml`` is this plan (:func:`write_plan`, atomically, when a
+run starts fresh); nothing edits it afterwards, and a resume whose plan differs from it in
+anything but :data:`RESUME_MAY_CHANGE` is refused (:func:`plan_changes`).
 
-Imports: urlb.run.spec; nothing that builds envs or agents.
+Imports: urlb.run.spec, urlb.run.schema, urlb.data; nothing that builds envs or agents.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from urlb.data.checkpoint import snapshot_directory
+from urlb.data.records import fsync_directory
 from urlb.measure.logging import write_run_info
+from urlb.run.schema import check_config
 from urlb.run.spec import AgentSpec, agent_spec
 
 PHASES = ("pretrain", "finetune")
@@ -40,12 +52,18 @@ def build_plan(
     if phase not in PHASES:
         raise ValueError(f"phase={phase!r}; known: {', '.join(PHASES)}")
     own = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])  # not Hydra's own node
-    plan = OmegaConf.create(OmegaConf.to_container(own, resolve=True))
-    spec = agent_spec(name, plan.agent)
+    values = OmegaConf.to_container(own, resolve=True)
+    spec = agent_spec(name, values["agent"])
+    for key, value in (facts or {}).items():
+        *path, last = key.split(".")
+        section = values
+        for part in path:
+            section = section[part]
+        section[last] = value
+    check_config(values, phase, offline=spec.pretrains_offline)
+    plan = OmegaConf.create(values)
     plan.agent_name, plan.phase = name, phase
     label = f"[{phase}] {name}"
-    for key, value in (facts or {}).items():
-        OmegaConf.update(plan, key, value, merge=False)
     if plan.obs.type not in ("states", "pixels"):
         raise ValueError(f"obs={plan.obs.type!r}: known observation types are states, pixels")
     if plan.obs.type == "pixels":
@@ -63,6 +81,10 @@ def build_plan(
             told = f"not the preset's {plan.protocol.updates_per_frame}"
             print(f"{label}: {ratio:g} updates per frame (the agent's own ratio), {told}")
             plan.protocol.updates_per_frame = ratio
+    if phase == "pretrain":
+        key = snapshot_config_key(plan, spec)
+        folder = snapshot_folder(plan, plan.env.domain)
+        plan.snapshot_dir = str(snapshot_directory(plan.snapshot_root, name, folder, plan.seed, key))
     OmegaConf.set_readonly(plan, True)
     return plan, spec
 
@@ -127,8 +149,98 @@ def snapshot_folder(plan: DictConfig, domain: str) -> str:
     return domain if plan.obs.type == "states" else f"{domain}_pixels"
 
 
+# -- snapshots' configurations ---------------------------------------------------------------------
+# Protocol keys that decide when things are measured or saved, not what is trained: two runs
+# that differ only in these write the same snapshots.
+OUTPUT_SCHEDULE = (
+    "snapshot_frames",
+    "eval_every_frames",
+    "eval_episodes",
+    "log_every_frames",
+    "checkpoint_every_frames",
+    "finetune_frames",
+)
+
+
+def snapshot_config(plan: DictConfig, spec: AgentSpec) -> dict:
+    """The values of a pretraining plan that define its snapshots: the agent (its whole config,
+    after the plan's adjustments), the domain and seed, the observations, the replay and the
+    protocol's training budget (not its output schedule: :data:`OUTPUT_SCHEDULE`); offline, the
+    dataset and the update count. The run folder, devices, threads and logging do not count."""
+    values = OmegaConf.to_container(plan, resolve=True)
+    protocol = {key: value for key, value in values["protocol"].items() if key not in OUTPUT_SCHEDULE}
+    defining = {
+        "agent_name": values["agent_name"],
+        "agent": values["agent"],
+        "domain": values["env"]["domain"],
+        "seed": values["seed"],
+        "obs": values["obs"],
+        "replay": values["replay"],
+        "protocol": protocol,
+    }
+    if spec.pretrains_offline:
+        defining |= {
+            "dataset": str(Path(values["dataset"]).resolve()),
+            "updates": values["offline"]["updates"],
+        }
+    return defining
+
+
+def snapshot_config_key(plan: DictConfig, spec: AgentSpec) -> str:
+    """A short hash of :func:`snapshot_config`: the name of the folder of this configuration's
+    snapshots (``<root>/<agent>/<domain>/seed_<s>/<key>/``)."""
+    text = json.dumps(snapshot_config(plan, spec), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# -- the run folder's copy -------------------------------------------------------------------------
+PLAN_FILE = "config.yaml"
+# What a resume may change: how the run is shown and how many threads it takes. Anything else
+# (an agent's lr, a budget, the replay, the device) would make the resumed run another run.
+RESUME_MAY_CHANGE = ("resume", "console", "tensorboard", "threads", "run_dir")
+
+
 def write_plan(plan: DictConfig, extra: dict | None = None) -> Path:
-    """Write the plan as ``run_dir/config.yaml`` with ``run.json`` beside it; returns the folder."""
+    """Write the plan as ``run_dir/config.yaml`` with ``run.json`` beside it (the git revision,
+    the command, the Hydra overrides), each replaced atomically; returns the folder."""
     run_dir = Path(plan.run_dir)
-    write_run_info(run_dir, plan, extra={"phase": plan.phase} | (extra or {}))
+    extra = {"phase": plan.phase} | (extra or {})
+    if HydraConfig.initialized():
+        extra["overrides"] = list(HydraConfig.get().overrides.task)
+    # Written into a temp folder beside them and renamed in: a crash leaves the old files or the new.
+    staging = run_dir / f".plan.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        write_run_info(staging, plan, extra=extra)
+        for name in (PLAN_FILE, "run.json"):
+            with open(staging / name, "rb") as file:
+                os.fsync(file.fileno())
+            os.replace(staging / name, run_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    fsync_directory(run_dir)
     return run_dir
+
+
+def plan_changes(plan: DictConfig, run_dir: Path) -> dict[str, tuple]:
+    """The keys (dotted) whose values differ between ``plan`` and the plan the run in
+    ``run_dir`` started with (its ``config.yaml``), as ``key: (then, now)``, leaving out
+    :data:`RESUME_MAY_CHANGE` and keys only one of them has (a newer version's keys)."""
+    path = Path(run_dir) / PLAN_FILE
+    if not path.is_file():
+        return {}
+    then = _flat(OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {})
+    now = _flat(OmegaConf.to_container(plan, resolve=True))
+    changed = {key: (then[key], now[key]) for key in then.keys() & now.keys() if then[key] != now[key]}
+    return {
+        key: value for key, value in sorted(changed.items()) if key.split(".")[0] not in RESUME_MAY_CHANGE
+    }
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -3,6 +3,7 @@ error is reported before torch and MuJoCo load)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -10,11 +11,15 @@ from omegaconf import OmegaConf
 
 
 def snapshot_tag(spec) -> str:
-    """A folder-safe name for a snapshot spec: ``2M`` stays, a path becomes its stem."""
+    """A folder-safe name for a snapshot spec: ``2M`` stays; a path becomes its stem and a short
+    hash of the absolute path, so two snapshots with the same file name never share a folder."""
     if spec is None:
         return "scratch"
     text = str(spec)
-    return Path(text).stem if ("/" in text or text.endswith(".pt")) else re.sub(r"[^\w.-]", "_", text)
+    if "/" in text or text.endswith(".pt"):
+        digest = hashlib.sha256(str(Path(text).resolve()).encode()).hexdigest()[:8]
+        return f"{Path(text).stem}_{digest}"
+    return re.sub(r"[^\w.-]", "_", text)
 
 
 def obs_suffix(obs_type: str) -> str:

@@ -129,5 +129,34 @@ def check_agent_config(config, where: str = "agent") -> None:
     elif isinstance(config, list | tuple):
         for index, value in enumerate(config):
             check_agent_config(value, f"{where}[{index}]")
+    elif isinstance(config, str) and "${" in config:
+        # Instantiating would resolve it (``${oc.env:...}`` reads the environment): a stored
+        # config holds resolved values only.
+        raise ValueError(
+            f"{where}={config!r} is an interpolation; an agent config holds resolved values only"
+        )
     elif not isinstance(config, bool | int | float | str | type(None)):
         raise ValueError(f"{where}: {type(config).__name__} is not a plain value")
+
+
+def stored_config(snapshot: dict, path) -> dict:
+    """The config a snapshot stores, checked as data before anything reads it: a dict of plain
+    values (never made an OmegaConf config, whose interpolations would resolve), whose
+    ``agent`` section, if any, names only the project's agents (:func:`check_agent_config`)."""
+    config = snapshot.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"snapshot {path} has no stored config (a dict); pass a snapshot that pretrain.py wrote"
+        )
+    if "agent" in config:
+        check_agent_config(config["agent"], where=f"snapshot {path}: agent")
+    obs = config.get("obs", {"type": "states"})
+    if not isinstance(obs, dict) or obs.get("type") not in ("states", "pixels"):
+        raise ValueError(f"snapshot {path}: obs={obs!r} is not states or pixels")
+    return config
+
+
+def stored_observe_pose(config: dict) -> bool:
+    """Whether a snapshot's stored (checked) config observed the global pose."""
+    model = (config.get("agent") or {}).get("reward_model") or {}
+    return bool(model.get("observe_pose", False)) if isinstance(model, dict) else False

@@ -27,7 +27,9 @@ Completion is decided from disk, never from a launcher's bookkeeping:
   ``out``) is an error that names both, not something to overwrite.
 
 Every job is launched with ``resume=true``, so a SLURM job that times out and is requeued by
-submitit (``max_num_timeout``) continues from its checkpoint as well.
+submitit (``max_num_timeout``) continues from its checkpoint as well (one cut off before its
+first checkpoint is refused by the run, ``urlb.run.folder``, and redone by the next sweep), and
+a complete run is never started again.
 
 A rerun of a partly done sweep launches only what is missing. The basic sweeper runs the
 cartesian product of its overrides, so the pending jobs are covered by a few cartesian blocks
@@ -36,7 +38,7 @@ cartesian product of its overrides, so the pending jobs are covered by a few car
 Layout under ``out``::
 
     sweep.json                                      the sweep's arguments and protocol
-    snapshots/<agent>/<domain>/seed_<s>/snapshot_<frames>.pt
+    snapshots/<agent>/<domain>/seed_<s>/<config>/snapshot_<frames>.pt
     pretrain/<agent>/<domain>/seed_<s>/             pretraining run folders
     finetune/<agent>/<task>/snapshot_<frames>/seed_<s>/   finetuning run folders (eval.jsonl)
     hydra/<phase>_<time>_<block>/                   Hydra's multirun folders (logs, .submitit/)
@@ -57,6 +59,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from urlb.run.folder import lock_holder
 from urlb.run.sweep_plan import (  # noqa: F401  (the sweep API, one import away)
     LAUNCHERS,
     ROOT,
@@ -68,7 +71,7 @@ from urlb.run.sweep_plan import (  # noqa: F401  (the sweep API, one import away
     domain_tasks,
     job_state,
     plan,
-    snapshot_file,
+    snapshot_files,
 )
 
 
@@ -183,6 +186,13 @@ def prepare(jobs: list[Job], out: Path, protocol: Protocol) -> tuple[list[Job], 
             complete.append(job)
             continue
         if state == "stale":
+            holder = lock_holder(job.run_dir(out))
+            if holder is not None:
+                raise SweepError(
+                    f"{job.run_dir(out)} is in use by a run (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}): is another sweep running on this --out? Wait for it, or sweep "
+                    "into another --out"
+                )
             print(
                 f"[sweep] {job.label()}: {job.run_dir(out)} was cut off before its first checkpoint; "
                 "redoing it"

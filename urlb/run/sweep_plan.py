@@ -1,7 +1,7 @@
 """A sweep's plan: its spec, the protocol it runs, its jobs and each job's state on disk
 (complete, cut off, fresh). The launching half is :mod:`urlb.run.sweep`.
 
-Imports: urlb.data.records (the completion marker); Hydra's compose for the protocol.
+Imports: urlb.data (the completion marker, the snapshots' layout); Hydra's compose for the protocol.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from urlb.data.checkpoint import snapshot_candidates
 from urlb.data.records import read_complete
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: configs/, pretrain.py, finetune.py
@@ -141,6 +142,15 @@ def plan(spec: SweepSpec, protocol: Protocol) -> tuple[list[Job], list[Job]]:
             f"--snapshots {missing} are not saved by the protocol "
             f"(snapshot_frames={list(protocol.snapshot_frames)})"
         )
+    fixed = [
+        o
+        for o in [*spec.overrides, *spec.finetune_overrides]
+        if o.split("=")[0].lstrip("+~") == "snapshot_seed"
+    ]
+    if fixed:
+        raise SweepError(
+            f"{fixed[0]}: a sweep finetunes each seed's own snapshots (snapshot_seed = seed); drop it"
+        )
     pretrains = [
         Job("pretrain", agent, domain, seed)
         for agent, domain, seed in itertools.product(spec.agents, spec.domains, spec.seeds)
@@ -160,8 +170,10 @@ def plan(spec: SweepSpec, protocol: Protocol) -> tuple[list[Job], list[Job]]:
     return pretrains, finetunes
 
 
-def snapshot_file(out: Path, job: Job, frames: int) -> Path:
-    return out / "snapshots" / job.agent / job.domain / f"seed_{job.seed}" / f"snapshot_{frames}.pt"
+def snapshot_files(out: Path, job: Job, frames: int) -> list[Path]:
+    """The pretrain ``job``'s snapshots of ``frames`` frames: one per configuration folder under
+    ``out/snapshots/<agent>/<domain>/seed_<s>/`` (a finetune asks which when there are several)."""
+    return snapshot_candidates(out / "snapshots", job.agent, job.domain, job.seed, frames)
 
 
 def job_state(job: Job, out: Path, protocol: Protocol) -> str:
@@ -189,7 +201,7 @@ def job_state(job: Job, out: Path, protocol: Protocol) -> str:
                 "sweep into another --out or remove that folder"
             )
         snapshots_present = job.phase == "finetune" or all(
-            snapshot_file(out, job, frames).is_file() for frames in protocol.snapshot_frames
+            snapshot_files(out, job, frames) for frames in protocol.snapshot_frames
         )
         if snapshots_present:
             return "complete"

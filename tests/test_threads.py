@@ -1,0 +1,104 @@
+"""torch's CPU threads chosen per run (issue 23): the rule, the override, the print, and the env
+keeping its own torch work off MuJoCo's pool."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from envs import make_env
+from urlb.run.build import prepare_process
+from urlb.run.threads import choose_threads, mujoco_pool_threads
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("num_envs", "backend", "device", "cores", "threads"),
+    [
+        (1, "cpu", "cpu", 2, 2),  # DDPG at 1 world: 217-231 frames/s with 2 threads, 169 with 1
+        (256, "cpu", "cpu", 2, 1),  # the pool holds both cores: 0.78 of physics-only with 1 thread
+        (2, "cpu", "cpu", 2, 1),
+        (4, "cpu", "cpu", 16, 12),  # the cores the pool leaves free
+        (1, "auto", "cpu", 8, 8),
+        (64, "auto", "cpu", 8, 1),
+        (64, "warp", "cpu", 2, 2),  # Warp's CPU device runs kernels on one thread
+        (4096, "warp", "cuda", 16, 16),
+        (4096, "auto", "cuda", 16, 16),
+    ],
+)
+def test_choose_threads(num_envs, backend, device, cores, threads):
+    chosen, why = choose_threads(num_envs, backend, device, cores)
+    assert chosen == threads and why
+
+
+def test_pool_threads_match_the_cpu_backend():
+    assert make_env("walker_stand", 3, backend="cpu").backend.nthread == mujoco_pool_threads(
+        3, os.cpu_count()
+    )
+
+
+def _plan(threads, num_envs=1, backend="cpu"):
+    return OmegaConf.create(
+        {
+            "device": "cpu",
+            "seed": 0,
+            "backend": backend,
+            "threads": threads,
+            "protocol": {"num_envs": num_envs},
+        }
+    )
+
+
+def test_prepare_process_applies_auto_and_prints_the_choice(capsys, monkeypatch):
+    monkeypatch.setattr("urlb.run.threads.available_cores", lambda: 2)
+    prepare_process(_plan("auto", num_envs=1))
+    assert torch.get_num_threads() == 2
+    prepare_process(_plan("auto", num_envs=256))
+    assert torch.get_num_threads() == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[threads] torch uses 2 CPU threads (1 world")
+    assert out[1].startswith("[threads] torch uses 1 CPU thread (MuJoCo's pool steps 256 worlds on 2 of 2")
+
+
+def test_an_int_overrides_and_null_keeps_torch_default(capsys):
+    prepare_process(_plan(3, num_envs=256))
+    assert torch.get_num_threads() == 3
+    torch.set_num_threads(2)
+    prepare_process(_plan(None))
+    assert torch.get_num_threads() == 2
+    assert "threads=null" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [0, -1, "two", True])
+def test_bad_thread_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="threads="):
+        prepare_process(_plan(bad))
+
+
+def test_collect_configs_name_their_worlds_at_the_top(capsys):
+    plan = OmegaConf.create({"device": "cpu", "seed": 0, "backend": "cpu", "threads": "auto", "num_envs": 1})
+    prepare_process(plan)
+    assert "1 world" in capsys.readouterr().out
+
+
+def test_env_step_runs_its_torch_work_on_one_thread_and_restores_the_callers():
+    env = make_env("quadruped_walk", 4, backend="cpu", nthread=2)
+    assert env.torch_threads == 1
+    seen = []
+    observe = env.observe
+    env.observe = lambda view: seen.append(torch.get_num_threads()) or observe(view)
+    torch.set_num_threads(2)
+    env.reset()
+    env.step(torch.zeros(4, env.action_dim))
+    assert seen[-1] == 1 and torch.get_num_threads() == 2
+    one_world = make_env("walker_stand", 1, backend="cpu")
+    assert one_world.torch_threads is None  # no pool: the caller's threads are not touched
