@@ -399,7 +399,10 @@ def test_a_divergence_on_a_checkpoint_frame_keeps_the_last_good_checkpoint(tmp_p
         loop.agent.actor.policy[0].weight.fill_(float("nan"))
     with pytest.raises(
         NonFiniteLossError,
-        match=r"could not act at frame 100 .*actor\.\S+ is not finite.*ValueError: Expected parameter loc",
+        # TruncatedNormal's argument check (ValueError) or, where the noise hook skips it, the
+        # env's refusal of the non-finite action (RuntimeError)
+        match=r"could not act at frame 100 .*actor\.\S+ is not finite.*(ValueError: Expected parameter loc"
+        r"|RuntimeError: action contains NaN)",
     ):
         loop.collect()
 

@@ -99,7 +99,11 @@ def test_every_agent_pretrains_then_finetunes(tmp_path):
         zero_shot = records(pre)
         corners = ("top_left", "top_right", "bottom_left", "bottom_right")
         assert {r["task"] for r in zero_shot} == {f"jaco_reach_{c}" for c in corners}
-        if agent in BASELINES:  # a live intrinsic reward: finite, and not the same for every sample
+        # ProtoRL at the debug batch (32) is left out of the liveness check: its 512 prototypes
+        # each enqueue one of the 32 rows, so every row sits in the queue ~16 times and its
+        # 3rd-nearest neighbour is itself at distance exactly 0, as in URLB's code at this size
+        # (URLB's batch is 1024). tests/test_baselines.py and tests/reference check its reward.
+        if agent in BASELINES and agent != "proto":  # a live intrinsic reward: finite, not constant
             with open(pre / "train.csv") as f:
                 rows = [r for r in csv.DictReader(f) if r.get("intrinsic_reward")]
             assert rows and all(math.isfinite(float(r["intrinsic_reward"])) for r in rows), agent

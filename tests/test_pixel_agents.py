@@ -282,8 +282,11 @@ def test_metra_refuses_what_needs_state_observations():
 
 
 def test_aps_regresses_its_task_from_encoded_pixels():
+    """The paper's one regression (``task_regression=once``) on phi of encoded frames; URLB's
+    repeated regression reads the same encoded features (tests/test_baselines.py)."""
     torch.manual_seed(0)
-    agent = build(*MODELS["aps"])
+    backbone, model = MODELS["aps"]
+    agent = build(backbone, functools.partial(model, task_regression="once"))
     model = agent.reward_model
     replay = replay_for(agent)
     w = nn.functional.normalize(torch.randn(model.skill_dim), dim=0)

@@ -258,12 +258,13 @@ def test_real_rollout():
         "next_observation": (64, 24),
         "task_reward": (64, 4),
         "discount": (64,),
+        "truncated": (64,),
         "qpos": (64, 9),
         "qvel": (64, 9),
         "act": (64, 0),
     }
     assert batch["qpos"].dtype == torch.float64
-    assert torch.all(batch["discount"] == torch.tensor(0.99))
+    assert torch.all(batch["discount"] == torch.tensor(0.99)) and not batch["truncated"].any()
     # No episode ends in 30 steps of a 1000-step episode, so s' at t is s at t+1.
     arrays = buffer.to_dataset()
     assert not arrays["truncated"].any()

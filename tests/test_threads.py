@@ -22,21 +22,23 @@ def _restore_threads():
 
 
 @pytest.mark.parametrize(
-    ("num_envs", "backend", "device", "cores", "threads"),
+    ("num_envs", "backend", "device", "cores", "busy", "threads"),
     [
-        (1, "cpu", "cpu", 2, 2),  # DDPG at 1 world: 217-231 frames/s with 2 threads, 169 with 1
-        (256, "cpu", "cpu", 2, 1),  # the pool holds both cores: 0.78 of physics-only with 1 thread
-        (2, "cpu", "cpu", 2, 1),
-        (4, "cpu", "cpu", 16, 12),  # the cores the pool leaves free
-        (1, "auto", "cpu", 8, 8),
-        (64, "auto", "cpu", 8, 1),
-        (64, "warp", "cpu", 2, 2),  # Warp's CPU device runs kernels on one thread
-        (4096, "warp", "cuda", 16, 16),
-        (4096, "auto", "cuda", 16, 16),
+        (1, "cpu", "cpu", 2, 0.2, 2),  # DDPG at 1 world, idle: 217-231 frames/s with 2 threads, 169 with 1
+        (1, "cpu", "cpu", 2, 7.5, 1),  # ... with other runs on the machine: 3-6 frames/s with 2, 31-89 with 1
+        (256, "cpu", "cpu", 2, 0.0, 1),  # the pool holds both cores: 0.78 of physics-only with 1 thread
+        (2, "cpu", "cpu", 2, 0.0, 1),
+        (4, "cpu", "cpu", 16, 0.0, 12),  # the cores the pool leaves free
+        (4, "cpu", "cpu", 16, 6.0, 10),  # ... less what other processes hold
+        (1, "auto", "cpu", 8, 0.0, 8),
+        (64, "auto", "cpu", 8, 0.0, 1),
+        (64, "warp", "cpu", 2, 0.0, 2),  # Warp's CPU device runs kernels on one thread
+        (4096, "warp", "cuda", 16, 0.0, 16),
+        (4096, "auto", "cuda", 16, 40.0, 1),
     ],
 )
-def test_choose_threads(num_envs, backend, device, cores, threads):
-    chosen, why = choose_threads(num_envs, backend, device, cores)
+def test_choose_threads(num_envs, backend, device, cores, busy, threads):
+    chosen, why = choose_threads(num_envs, backend, device, cores, busy)
     assert chosen == threads and why
 
 
@@ -60,12 +62,13 @@ def _plan(threads, num_envs=1, backend="cpu"):
 
 def test_prepare_process_applies_auto_and_prints_the_choice(capsys, monkeypatch):
     monkeypatch.setattr("urlb.run.threads.available_cores", lambda: 2)
+    monkeypatch.setattr("urlb.run.threads.busy_cores", lambda: 0.1)
     prepare_process(_plan("auto", num_envs=1))
     assert torch.get_num_threads() == 2
     prepare_process(_plan("auto", num_envs=256))
     assert torch.get_num_threads() == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("[threads] torch uses 2 CPU threads (1 world")
+    assert out[0].startswith("[threads] torch uses 2 CPU threads (1 world, no MuJoCo pool: 2 of 2 cores")
     assert out[1].startswith("[threads] torch uses 1 CPU thread (MuJoCo's pool steps 256 worlds on 2 of 2")
 
 
@@ -84,7 +87,8 @@ def test_bad_thread_settings_are_refused(bad):
         prepare_process(_plan(bad))
 
 
-def test_collect_configs_name_their_worlds_at_the_top(capsys):
+def test_collect_configs_name_their_worlds_at_the_top(capsys, monkeypatch):
+    monkeypatch.setattr("urlb.run.threads.busy_cores", lambda: 0.0)
     plan = OmegaConf.create({"device": "cpu", "seed": 0, "backend": "cpu", "threads": "auto", "num_envs": 1})
     prepare_process(plan)
     assert "1 world" in capsys.readouterr().out

@@ -69,33 +69,33 @@ def wheel_of(folder: Path, name: str, pinned: str) -> Path:
     return found[0]
 
 
+def fetch_wheel(wheels: Path, name: str, pinned: str, python: str) -> Path:
+    """The wheel of ``name==pinned`` for ``python`` in ``wheels``, downloaded once; a package
+    published as an sdist only (antlr4-python3-runtime 4.9.3, Hydra's parser runtime) must be
+    pure Python, and is built into a ``py3-none-any`` wheel here."""
+    stem = f"{name.replace('-', '_').lower()}-{pinned}-"
+    if not any(p.name.lower().startswith(stem) for p in wheels.glob("*.whl")):
+        pip = [sys.executable, "-m", "pip"]
+        download = [*pip, "download", "-q", *target_args(python), "-d", str(wheels), f"{name}=={pinned}"]
+        if subprocess.run(download, capture_output=True).returncode != 0:
+            build = [*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), f"{name}=={pinned}"]
+            subprocess.run(build, check=True)
+    wheel = wheel_of(wheels, name, pinned)
+    if not wheel.name.endswith(("-any.whl", "manylinux_2_28_x86_64.whl", "x86_64.whl")):
+        raise SystemExit(f"{wheel.name} is not for Linux x86-64")
+    return wheel
+
+
 def stage_site(stage: Path, wheels: Path, python: str) -> dict[str, str]:
-    """Download the pinned wheels (kept in ``wheels`` between runs) and install them into
+    """Fetch the pinned wheels (kept in ``wheels`` between runs) and install them into
     ``stage/site`` for ``python``; returns ``{name: version}``."""
     pins = {name: version(name) for name in PACKAGES}
     wheels.mkdir(parents=True, exist_ok=True)
-    for name, pinned in pins.items():
-        if not any(
-            p.name.lower().startswith(f"{name.replace('-', '_').lower()}-{pinned}-")
-            for p in wheels.glob("*.whl")
-        ):
-            pip = [sys.executable, "-m", "pip", "download", "-q", *target_args(python), "-d", str(wheels)]
-            subprocess.run([*pip, f"{name}=={pinned}"], check=True)
-    files = [str(wheel_of(wheels, name, pinned)) for name, pinned in pins.items()]
+    files = [str(fetch_wheel(wheels, name, pinned, python)) for name, pinned in pins.items()]
     site = stage / "site"
     shutil.rmtree(site, ignore_errors=True)
-    install = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--no-compile",
-        "--no-index",
-        "--target",
-        str(site),
-    ]
-    subprocess.run([*install, *target_args(python), *files], check=True)
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--no-index", "--target"]
+    subprocess.run([*install, str(site), *target_args(python), *files], check=True)
     return pins
 
 

@@ -317,6 +317,9 @@ class ReplayBuffer:
             )
         out["task_reward"] = (self._powers[:, None] * take("task_reward", window)).sum(1)
         out["discount"] = (~take("terminated", last)).float() * self.discount**self.nstep
+        # The window's last step hit a time limit (agents that mark time limits done read it:
+        # METRA's ``bootstrap_time_limits=false``).
+        out["truncated"] = take("truncated", last)
         return TensorDict(out, batch_size=[len(row)], device=self.device)
 
     def _stacks(self, first: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

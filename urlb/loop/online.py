@@ -130,7 +130,12 @@ class OnlineLoop(Loop):
             except (ValueError, RuntimeError) as error:
                 raise self.act_failed(error, self.where()) from error
         extras = self.extras()
-        out = env.step(action)
+        try:
+            out = env.step(action)
+        except RuntimeError as error:  # the env refuses a non-finite action: say whose it was
+            if self.frame < self.schedule.seed_frames:
+                raise
+            raise self.act_failed(error, self.where()) from error
         self.replay.add(
             self.observation,
             action,

@@ -133,7 +133,7 @@ def choose_skill(plan: DictConfig, agent, task: str, run_dir: Path) -> int:
         "chosen": best,
         "skill": skill.tolist(),
         "returns": returns.tolist(),
-        "frames_used": len(candidates) * env.episode_steps,
+        "frames_used": len(candidates) * env.episode_steps * env.action_repeat,  # frames, as budgets
     }
     write_atomically(run_dir / "skill_selection.json", json.dumps(selection, indent=1))
     return selection["frames_used"]
