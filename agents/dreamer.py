@@ -47,6 +47,7 @@ import torch
 from tensordict import TensorDict
 
 from agents.base import Agent
+from agents.parts.behaviour import actor_loss, critic_loss
 from agents.parts.nets import Randomness, clipped_step, hard_update
 from agents.parts.world_model import (
     RSSM,
@@ -59,33 +60,6 @@ from agents.parts.world_model import (
     observation_encoder,
     observation_target,
 )
-
-
-def actor_loss(target: torch.Tensor, entropy: torch.Tensor, weight: torch.Tensor, entropy_scale: float):
-    """DreamerV2's dynamics-backpropagation actor loss ``-mean(w_t (R_{t+1} + eta H_t))``.
-
-    Args:
-        target: ``(H, N)`` lambda-returns of imagined states ``0..H-1``.
-        entropy: ``(H-1, N)`` policy entropy at states ``0..H-2`` (the actions that lead
-            somewhere with a target).
-        weight: ``(H+1, N)`` cumulative discounts of the imagined states.
-    """
-    if entropy.shape != target[1:].shape or weight.shape[0] != target.shape[0] + 1:
-        raise ValueError(
-            f"actor_loss shapes: {tuple(target.shape)}, {tuple(entropy.shape)}, {tuple(weight.shape)}"
-        )
-    return -(weight[:-2] * (target[1:] + entropy_scale * entropy)).mean()
-
-
-def critic_loss(value: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``mean(w_t (v_t - R_t)^2 / 2)`` over imagined states ``0..H-1``: ``value``, ``target``
-    ``(H, N)``, ``weight`` ``(H+1, N)`` (the Gaussian log-likelihood of DreamerV2's critic
-    up to a constant)."""
-    if value.shape != target.shape or weight.shape[0] != value.shape[0] + 1:
-        raise ValueError(
-            f"critic_loss shapes: {tuple(value.shape)}, {tuple(target.shape)}, {tuple(weight.shape)}"
-        )
-    return (0.5 * weight[:-1] * (value - target).pow(2)).mean()
 
 
 class DreamerAgent(Agent):

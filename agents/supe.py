@@ -63,69 +63,31 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDict
-from torch import nn
 
 from agents.base import Agent
 from agents.parts.nets import (
     TORCH_RANDOMNESS,
     Randomness,
-    gaussian_kl,
-    gaussian_nll,
     mlp,
     optimise,
     orthogonal_init,
 )
-from agents.parts.skill_vae import SKILL_LIMIT, SkillVAE
+from agents.parts.skill_vae import (  # noqa: F401  (the losses are tested from here)
+    SKILL_LIMIT,
+    SkillVAE,
+    gaussian_log_prob,
+    high_level_transitions,
+    optimistic_reward,
+    segment_offset,
+    segment_return,
+    vae_loss,
+)
 from agents.rnd import RND
 from agents.sac import SACAgent
 from urlb.data.datasets import DatasetSampler
 
 MODEL_UPDATE_SCHEDULES = ("segment", "update")
 EVAL_ACTIONS = ("sample", "mean")
-
-
-# -- losses and labels ----------------------------------------------------------------------------
-def gaussian_log_prob(value, mean, log_std) -> torch.Tensor:
-    """``log N(value; mean, e^log_std)`` summed over the last dimension."""
-    return -gaussian_nll(value, mean, log_std).sum(-1)
-
-
-def vae_loss(action_log_prob, posterior, prior, kl_weight: float):
-    """The negative ELBO and its terms: ``-mean log pi(a_t | s_t, z) + beta mean_B KL(q || p)``.
-
-    Args:
-        action_log_prob: ``(B, H)`` log pi of the segment's actions (summed over action dims).
-        posterior, prior: ``(mean, log_std)`` pairs, each ``(B, Z)``; the KL sums over Z.
-        kl_weight: beta.
-    """
-    if posterior[0].shape != prior[0].shape or posterior[0].shape[0] != action_log_prob.shape[0]:
-        raise ValueError(
-            f"vae_loss shapes: {tuple(action_log_prob.shape)}, {tuple(posterior[0].shape)}, "
-            f"{tuple(prior[0].shape)}"
-        )
-    reconstruction = -action_log_prob.mean()
-    kl = gaussian_kl(*posterior, *prior).sum(-1).mean()
-    loss = reconstruction + kl_weight * kl
-    return loss, {"reconstruction_nll": reconstruction.detach(), "kl": kl.detach(), "loss": loss.detach()}
-
-
-def segment_return(reward: torch.Tensor, discount: float) -> torch.Tensor:
-    """``(B,)`` ``sum_k discount^k r_k`` of ``(B, H)`` segment rewards (the high-level reward)."""
-    powers = discount ** torch.arange(reward.shape[1], device=reward.device, dtype=reward.dtype)
-    return (reward * powers).sum(1)
-
-
-def segment_offset(segment_step: torch.Tensor, horizon: int) -> torch.Tensor:
-    """Steps from a window's start to the first segment start in it, given the window's first
-    step's index within its segment (0: a skill was drawn there)."""
-    return (horizon - segment_step) % horizon
-
-
-def optimistic_reward(reward: torch.Tensor, bonus: torch.Tensor, coefficient: float) -> torch.Tensor:
-    """``reward + coefficient * bonus``: SUPE's label (predicted or true reward plus RND)."""
-    if reward.shape != bonus.shape:
-        raise ValueError(f"optimistic_reward shapes differ: {tuple(reward.shape)}, {tuple(bonus.shape)}")
-    return reward + coefficient * bonus
 
 
 # -- the agent ------------------------------------------------------------------------------------
@@ -237,10 +199,7 @@ class SUPEAgent(Agent):
         self.skills_opt = torch.optim.Adam(self.skills.parameters(), lr=lr)
         self.reward_opt = torch.optim.Adam(self.reward_predictor.parameters(), lr=lr)
 
-    @property
-    def actor(self) -> nn.Module:
-        """The high-level policy pi(u | s)."""
-        return self.high.actor
+    actor = property(lambda self: self.high.actor, doc="The high-level policy pi(u | s).")
 
     def training_state(self) -> dict:
         """As :meth:`Agent.training_state`, with the (s, u) of skills drawn since the last
@@ -346,6 +305,9 @@ class SUPEAgent(Agent):
         metrics = {}
         for online in onlines:
             metrics = self.update_reward_predictor(online)
+        # Each row twice: the running statistics' batch variance is unbiased, NaN for the one
+        # row of a single world's high-level step; the loss, a mean, is unchanged.
+        inputs = inputs.repeat(2, 1)
         rnd = self.rnd.update(TensorDict({"observation": inputs}, batch_size=inputs.shape[:1]))
         return metrics | {"rnd_loss": rnd["rnd_loss"]}
 
@@ -387,35 +349,22 @@ class SUPEAgent(Agent):
         skill = self.skills.label(segment["observation"], segment["action"])
         skill = torch.where(segment["chosen"][:, :1], segment["skill"][:, 0], skill)
         reward = segment_return(segment["task_reward"][..., self.task_index], self.discount)
-        return self.transitions(segment, skill, reward)
+        return high_level_transitions(segment, skill, reward, self.discount)
 
     @torch.no_grad()
     def label_prior(self, windows: TensorDict) -> TensorDict:
         """High-level transitions from ``(B, H)`` dataset windows: the encoder's u and r_hat(s, u)."""
         skill = self.skills.label(windows["observation"], windows["action"])
         reward = self.predict_reward(windows["observation"][:, 0], skill)
-        return self.transitions(windows, skill, reward)
-
-    def transitions(self, segment: TensorDict, skill: torch.Tensor, reward: torch.Tensor) -> TensorDict:
-        """(s_t, u, R, g * not terminated, s_t+H) of ``(B, H)`` segments (an episode ends at
-        most at a segment's last step; a time limit keeps the discount, as URLB bootstraps)."""
-        values = {
-            "observation": segment["observation"][:, 0],
-            "skill": skill,
-            "reward": reward,
-            "discount": self.discount * (~segment["terminated"][:, -1]).float(),
-            "next_observation": segment["next_observation"][:, -1],
-        }
-        return TensorDict(values, batch_size=skill.shape[:1], device=skill.device)
+        return high_level_transitions(windows, skill, reward, self.discount)
 
     def predict_reward(self, observation: torch.Tensor, skill: torch.Tensor) -> torch.Tensor:
-        return self.reward_predictor(torch.cat([observation, skill], -1)).squeeze(-1)
+        return self.reward_predictor(torch.cat([observation, skill], -1)).squeeze(-1)  # r_hat(s, u)
 
     def update_reward_predictor(self, online: TensorDict) -> dict[str, torch.Tensor]:
         """r_hat regresses the online segments' true R (no bonus), as the reference's RM."""
-        loss = (
-            (self.predict_reward(online["observation"], online["skill"]) - online["reward"]).square().mean()
-        )
+        predicted = self.predict_reward(online["observation"], online["skill"])
+        loss = (predicted - online["reward"]).square().mean()
         optimise(self.reward_opt, loss)
         return {"reward_model_loss": loss.detach()}
 

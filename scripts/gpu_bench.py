@@ -261,9 +261,10 @@ def table(out: Path) -> str:
                 f"{row['eager_updates_per_s']:,.1f} | {graph} | | |"
             )
         elif row["kind"] == "run":
+            last = "" if row["last_return"] is None else f"return {row['last_return']:.1f}"
             lines.append(
                 f"| {row['run']} | {row['frames']:,} frames | {row['frames_per_s']:,.0f} frames/s, "
-                f"{row['updates_per_s'] or 0:,.1f} updates/s | return {row['last_return']} | | |"
+                f"{row['updates_per_s'] or 0:,.1f} updates/s | {last} | | |"
             )
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
@@ -283,13 +284,15 @@ def main() -> None:
     parser.add_argument("--pixel-worlds", nargs="+", type=int, default=[1024, 4096])
     parser.add_argument("--steps", type=int, default=50, help="timed steps per cell")
     parser.add_argument("--update-iterations", type=int, default=50)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # run folders may follow the options
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "table":
         print(table(args.out), end="")
         return
     if args.command == "runs":
-        rows = [run_row(run_dir) for run_dir in args.run_dirs]
+        rows = [
+            run_row(run_dir) for run_dir in sorted(args.run_dirs, key=lambda d: d.name.endswith("finetune"))
+        ]
         (args.out / "runs.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
         return
     device = torch.device(args.device)

@@ -326,9 +326,10 @@ def test_rnd_and_reward_model_train_once_per_high_level_step(sampler):
     observation = torch.randn(3, OBS)
     agent.act(observation, state, explore=True)
     metrics = agent.update(Replay(), 0)
-    assert len(seen) == 1 and seen[0].shape == (2, OBS + Z) and len(reward_steps) == 2  # utd_ratio 2
-    torch.testing.assert_close(seen[0][:, :OBS], observation[[0, 2]])
-    torch.testing.assert_close(seen[0][:, OBS:], state["skill"][[0, 2]])
+    assert len(seen) == 1 and seen[0].shape == (4, OBS + Z) and len(reward_steps) == 2  # utd_ratio 2
+    torch.testing.assert_close(seen[0][:2, :OBS], observation[[0, 2]])  # each row twice
+    torch.testing.assert_close(seen[0][:2, OBS:], state["skill"][[0, 2]])
+    torch.testing.assert_close(seen[0][2:], seen[0][:2])
     assert "rnd_loss" in metrics and "reward_model_loss" in metrics
     metrics = agent.update(Replay(), 1)  # no skill drawn since
     assert len(seen) == 1 and len(reward_steps) == 2 and "rnd_loss" not in metrics
@@ -337,6 +338,23 @@ def test_rnd_and_reward_model_train_once_per_high_level_step(sampler):
     every.prepare_offline(sampler)
     every.set_task(0)
     assert "rnd_loss" in every.update(Replay(), 0) and "rnd_loss" in every.update(Replay(), 1)
+
+
+def test_one_world_trains_rnd_on_its_one_new_transition_without_nan(sampler):
+    """Regression (issue 19's offline check): with one world the high-level step gives RND one
+    transition, whose batch variance was NaN in the running statistics and made every later
+    bonus, target and action NaN."""
+    agent = tiny_agent()
+    agent.prepare_offline(sampler)
+    agent.set_task(0)
+    state = agent.init_state(1)
+    for step in range(2 * H):
+        agent.act(torch.randn(1, OBS), state, explore=True)
+        state = agent.observe(state, TensorDict({"done": torch.zeros(1, dtype=torch.bool)}, batch_size=[1]))
+        metrics = agent.update(Replay(), step)
+        assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert bool(torch.isfinite(agent.rnd.obs_stats.var).all())
+    assert bool(torch.isfinite(agent.act(torch.randn(1, OBS), state, explore=True)).all())
 
 
 def test_the_grus_hidden_r_and_z_biases_stay_zero(sampler):

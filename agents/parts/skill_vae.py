@@ -1,5 +1,6 @@
-"""OPAL's skill VAE (Ajay et al., ICLR 2021) as SUPE's reference builds it: a bidirectional GRU
-posterior over H-step segments, a state-conditioned prior and a skill-conditioned policy.
+"""OPAL's skill VAE (Ajay et al., ICLR 2021) as SUPE's reference builds it, its loss and SUPE's
+labels: a bidirectional GRU posterior over H-step segments, a state-conditioned prior and a
+skill-conditioned policy; the negative ELBO, segment returns and optimistic rewards.
 Used by ``agents/supe.py``.
 
 Imports: torch and agents.parts.nets only.
@@ -10,9 +11,10 @@ from __future__ import annotations
 import functools
 
 import torch
+from tensordict import TensorDict
 from torch import nn
 
-from agents.parts.nets import mlp, orthogonal_init
+from agents.parts.nets import gaussian_kl, gaussian_nll, mlp, orthogonal_init
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # the reference's GaussianModule clip
 SKILL_LIMIT = 1 - 1e-5  # u = tanh(z) off +-1, z = atanh(u) finite: the reference's TanhConverter
@@ -76,3 +78,60 @@ class SkillVAE(nn.Module):
     def label(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """A segment's high-level action: ``u = tanh(mean of q)`` ``(B, Z)``, kept off +-1."""
         return torch.tanh(self.posterior(observation, action)[0]).clamp(-SKILL_LIMIT, SKILL_LIMIT)
+
+
+# -- losses and labels ----------------------------------------------------------------------------
+def gaussian_log_prob(value, mean, log_std) -> torch.Tensor:
+    """``log N(value; mean, e^log_std)`` summed over the last dimension."""
+    return -gaussian_nll(value, mean, log_std).sum(-1)
+
+
+def vae_loss(action_log_prob, posterior, prior, kl_weight: float):
+    """The negative ELBO and its terms: ``-mean log pi(a_t | s_t, z) + beta mean_B KL(q || p)``.
+
+    Args:
+        action_log_prob: ``(B, H)`` log pi of the segment's actions (summed over action dims).
+        posterior, prior: ``(mean, log_std)`` pairs, each ``(B, Z)``; the KL sums over Z.
+        kl_weight: beta.
+    """
+    if posterior[0].shape != prior[0].shape or posterior[0].shape[0] != action_log_prob.shape[0]:
+        raise ValueError(
+            f"vae_loss shapes: {tuple(action_log_prob.shape)}, {tuple(posterior[0].shape)}, "
+            f"{tuple(prior[0].shape)}"
+        )
+    reconstruction = -action_log_prob.mean()
+    kl = gaussian_kl(*posterior, *prior).sum(-1).mean()
+    loss = reconstruction + kl_weight * kl
+    return loss, {"reconstruction_nll": reconstruction.detach(), "kl": kl.detach(), "loss": loss.detach()}
+
+
+def segment_return(reward: torch.Tensor, discount: float) -> torch.Tensor:
+    """``(B,)`` ``sum_k discount^k r_k`` of ``(B, H)`` segment rewards (the high-level reward)."""
+    powers = discount ** torch.arange(reward.shape[1], device=reward.device, dtype=reward.dtype)
+    return (reward * powers).sum(1)
+
+
+def segment_offset(segment_step: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Steps from a window's start to the first segment start in it, given the window's first
+    step's index within its segment (0: a skill was drawn there)."""
+    return (horizon - segment_step) % horizon
+
+
+def optimistic_reward(reward: torch.Tensor, bonus: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """``reward + coefficient * bonus``: SUPE's label (predicted or true reward plus RND)."""
+    if reward.shape != bonus.shape:
+        raise ValueError(f"optimistic_reward shapes differ: {tuple(reward.shape)}, {tuple(bonus.shape)}")
+    return reward + coefficient * bonus
+
+
+def high_level_transitions(segment: TensorDict, skill: torch.Tensor, reward: torch.Tensor, discount: float):
+    """(s_t, u, R, g * not terminated, s_t+H) of ``(B, H)`` segments (an episode ends at most at
+    a segment's last step; a time limit keeps the discount, as URLB bootstraps)."""
+    values = {
+        "observation": segment["observation"][:, 0],
+        "skill": skill,
+        "reward": reward,
+        "discount": discount * (~segment["terminated"][:, -1]).float(),
+        "next_observation": segment["next_observation"][:, -1],
+    }
+    return TensorDict(values, batch_size=skill.shape[:1], device=skill.device)

@@ -38,6 +38,7 @@ def small_cpu(seed_frames: int) -> list[str]:
     return [
         "preset=small",
         "backend=cpu",
+        "threads=1",  # several runs share the cores: one torch thread each, whatever the load
         "device=cpu",
         "console=false",
         f"protocol.seed_frames={seed_frames}",
