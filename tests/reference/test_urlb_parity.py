@@ -69,7 +69,8 @@ def test_transfer_keeps_urlbs_fresh_target_critic_unless_asked():
 
 def test_fixtures_are_documented_and_small():
     """Every port has a fixture of at least three updates whose manifest names the
-    reference; all fixtures in the folder (other families' too) stay under 5 MB together."""
+    reference; the URLB family's fixtures (the folder's top level; other families keep
+    theirs in subfolders) stay under 5 MB together."""
     assert set(PORTS) <= {p.stem for p in DATA.glob("*.npz")}
     assert sum(p.stat().st_size for p in DATA.glob("*.npz")) < 5e6
     for name in PORTS:
