@@ -22,6 +22,12 @@ trains the encoder per update (:meth:`ActorCriticAgent.encoder_learner`): a rewa
 while pretraining when it ``trains_encoder`` (URLB's ICM, Disagreement, ProtoRL, APT), else
 the critic's; ``update_encoder=False`` freezes it. ``act`` encodes without augmentation.
 
+``pixel_encoders="per_network"`` (METRA's pixel layout, on SAC): no shared encoder and no
+augmentation; frames travel flat (``agents.parts.encoders.FlatFrames``) and the actor, each
+Q network (and its target) and the reward model encode them with encoders of their own,
+each trained by its network's loss (DreamerV2's/METRA's convolutions, ``pixel_encoder_depth``
+channels first). The reward model is built with ``frame_encoder``, a factory of such encoders.
+
 Imports: agents.base and agents.parts only.
 """
 
@@ -29,13 +35,16 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
+import inspect
+import math
 
 import torch
 from tensordict import TensorDict
 from torch import nn
 
 from agents.base import Agent
-from agents.parts.encoders import RandomShift, make_encoder
+from agents.parts.encoders import FlatFrameEncoder, FlatFrames, RandomShift, make_encoder
 from agents.parts.nets import hard_update, optimise, soft_update
 
 
@@ -56,6 +65,9 @@ def critic_loss(qs, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         "critic_q1": qs[0].mean().detach(),
         "critic_target_q": target.mean(),
     }
+
+
+PIXEL_ENCODERS = ("shared", "per_network")
 
 
 @contextlib.contextmanager
@@ -82,6 +94,9 @@ class ActorCriticAgent(Agent):
         batch_size: transitions per update.
         critic_target_tau: Polyak rate of the target critic.
         init_critic: finetuning starts from the pretrained critic trunk (URLB's default).
+        pixel_encoders: ``shared`` (URLB's: one DrQ-v2 encoder) or ``per_network`` (module
+            docstring); states ignore it.
+        pixel_encoder_depth: ``per_network``: the first convolution's channels (METRA's 48).
     """
 
     # The shared encoder's optimiser (URLB's ``encoder_opt``); None: no encoder to train
@@ -96,26 +111,52 @@ class ActorCriticAgent(Agent):
         batch_size: int = 1024,
         critic_target_tau: float = 0.01,
         init_critic: bool = True,
+        pixel_encoders: str = "shared",
+        pixel_encoder_depth: int = 48,
     ):
         super().__init__(obs_dim, action_dim)
+        if pixel_encoders not in PIXEL_ENCODERS:
+            raise ValueError(f"pixel_encoders must be one of {PIXEL_ENCODERS}, got {pixel_encoders!r}")
         self.batch_size = batch_size
         self.critic_target_tau = critic_target_tau
         self.init_critic = init_critic
         self.encoder, self.repr_dim = make_encoder(obs_dim)
         self.pixels = not isinstance(self.encoder, nn.Identity)
-        self.augment = RandomShift(pad=4) if self.pixels else None  # DrQ-v2's pad
-        self.reward_model = (
-            reward_model(obs_dim=self.repr_dim, action_dim=action_dim) if reward_model else None
-        )
+        # Makes each network's own frame encoder; None: one shared encoder, or states.
+        self.frame_encoder = None
+        if self.pixels and pixel_encoders == "per_network":
+            self.frame_encoder = functools.partial(FlatFrameEncoder, tuple(obs_dim), pixel_encoder_depth)
+            self.frame_encoder()  # a frame too small for the convolutions fails here, by name
+            self.encoder, self.repr_dim = FlatFrames(), math.prod(obs_dim)
+        self.augment = (
+            RandomShift(pad=4) if self.pixels and self.frame_encoder is None else None
+        )  # DrQ-v2's pad
+        self.reward_model = self.build_reward_model(reward_model, action_dim)
         if self.pixels and getattr(self.reward_model, "observe_pose", False):
             raise ValueError(
                 f"{type(self.reward_model).__name__}: observe_pose appends the global pose to state "
                 "observations; pixels have none (set reward_model.observe_pose=false)"
             )
 
+    def build_reward_model(self, reward_model, action_dim: int):
+        """The reward model on what the backbone hands it: states, the shared encoder's
+        features, or flat frames with a ``frame_encoder`` factory (``per_network``)."""
+        if reward_model is None:
+            return None
+        if self.frame_encoder is None:
+            return reward_model(obs_dim=self.repr_dim, action_dim=action_dim)
+        cls = getattr(reward_model, "func", reward_model)
+        if "frame_encoder" not in inspect.signature(cls).parameters:
+            raise ValueError(
+                f"pixel_encoders=per_network gives every network its own encoder; {cls.__name__} reads "
+                "the features of a shared one: set pixel_encoders=shared"
+            )
+        return reward_model(obs_dim=self.repr_dim, action_dim=action_dim, frame_encoder=self.frame_encoder)
+
     def train_encoder(self, lr: float, update_encoder: bool) -> None:
-        """Give the pixel encoder its own Adam (URLB's ``encoder_opt``) unless it is frozen."""
-        if self.pixels and update_encoder:
+        """Give the pixel encoder its own Adam (URLB's ``encoder_opt``) unless it is frozen
+        (or there is no shared one: ``per_network``)."""
+        if self.pixels and update_encoder and self.frame_encoder is None:
             self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
 
     @property
@@ -224,6 +265,9 @@ class ActorCriticAgent(Agent):
         batches are returned as they are."""
         if not self.pixels:
             return batch
+        if self.frame_encoder is not None:  # per_network: flat frames, each network encodes them
+            flat = {key: self.encoder(batch[key]) for key in ("observation", "next_observation")}
+            return batch.exclude("observation", "next_observation").update(flat)
         observation = self.augment(batch["observation"])
         next_observation = self.augment(batch["next_observation"])
         with torch.set_grad_enabled(self.encoder_opt is not None):
@@ -261,7 +305,8 @@ class ActorCriticAgent(Agent):
         the actor, and the critic trunk when ``init_critic`` (the whole critic for reward
         models with ``transfer_whole_critic``: ProtoRL's ``init_from``), into the critic only:
         the target critic stays the fresh one unless ``init_critic_target``. A reward model
-        (its skills) is copied and switched to finetuning."""
+        takes what it keeps (:meth:`RewardModel.transfer_from`: all of it, except where an
+        option says otherwise) and is switched to finetuning."""
         hard_update(self.encoder, pretrained.encoder)
         hard_update(self.actor, pretrained.actor)
         if self.init_critic:
@@ -271,5 +316,5 @@ class ActorCriticAgent(Agent):
             if self.init_critic_target:
                 hard_update(part(self.critic_target), part(pretrained.critic))
         if self.reward_model is not None:
-            hard_update(self.reward_model, pretrained.reward_model)
+            self.reward_model.transfer_from(pretrained.reward_model)
             self.reward_model.finetune()

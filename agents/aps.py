@@ -37,8 +37,11 @@ detaches the critic's features. The regression encodes one-step transitions draw
 ``replay.sample_transitions`` (a pixel replay stores no flat dataset) with the backbone's
 encoder, unshifted.
 
-Transfer to finetuning: the backbone's (encoder, actor, critic trunk; the successor-feature
-heads start fresh) and ``phi``.
+Transfer to finetuning (``transfer_phi``): the backbone's (encoder, actor, critic trunk; the
+successor-feature heads start fresh). ``false`` (default, URLB's: its APSAgent has DDPG's
+``init_from``) leaves the whole model fresh, so the task regression reads a random ``phi``;
+``true`` also transfers the pretrained ``phi`` (and the kNN statistics), which is what the
+regression is meant to read.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class APS(SkillModel):
         num_init_frames: int = 4096,
         lstsq_samples: int = 4096,
         task_regression: str = "urlb",
+        transfer_phi: bool = False,
     ):
         super().__init__(skill_dim, update_skill_every_step)
         if task_regression not in TASK_REGRESSIONS:
@@ -97,7 +101,7 @@ class APS(SkillModel):
                 f"APS task_regression must be one of {TASK_REGRESSIONS}, got {task_regression!r}"
             )
         self.num_init_frames, self.lstsq_samples = num_init_frames, lstsq_samples
-        self.task_regression = task_regression
+        self.task_regression, self.transfer_phi = task_regression, transfer_phi
         # The frame of the last regression (-1: none), and its host mirror: adapt() runs
         # every env step and must not read the device to decide it has nothing to do.
         self.register_buffer("regressed_at", torch.tensor(-1, dtype=torch.long))
@@ -107,6 +111,11 @@ class APS(SkillModel):
         self.features.apply(orthogonal_init)
         self.entropy = ParticleEntropy(knn_k, knn_average, knn_normaliser, knn_clip, knn_distance)
         self.optimiser = torch.optim.Adam(self.features.parameters(), lr=lr)
+
+    def transfer_from(self, pretrained: SkillModel) -> None:
+        """``transfer_phi``: the pretrained model; else none of it (URLB)."""
+        if self.transfer_phi:
+            super().transfer_from(pretrained)
 
     def optimisers(self):
         return {"features": self.optimiser}

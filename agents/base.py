@@ -110,9 +110,19 @@ class RewardModel(nn.Module):
         """Per-world carried values at the start of a run (e.g. ``{"skill": (N, skill_dim)}``)."""
         return {}
 
+    def evaluation_state(self, num_envs: int, device) -> dict[str, torch.Tensor] | None:
+        """Carried values evaluation episodes start from, or None to start them like a run
+        (:meth:`init_state`); see :meth:`SkillModel.evaluation_state`."""
+        return None
+
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
         """Carried values after an env step (resample skills on schedule or where done)."""
         return state
+
+    def transfer_from(self, pretrained: RewardModel) -> None:
+        """Take what finetuning keeps of the pretrained model (all of it, by default: skills,
+        running statistics); called by the backbone's ``init_from`` before :meth:`finetune`."""
+        self.load_state_dict(pretrained.state_dict())
 
     def finetune(self) -> None:
         """Switch to finetuning (e.g. fix how skills are chosen); called by ``init_from``."""
@@ -152,6 +162,11 @@ class SkillModel(RewardModel):
 
     # The distribution skills are drawn from (one-hot by default; agents/parts/skills.py).
     prior: SkillPrior = ONE_HOT
+    # How evaluation episodes get their skills: ``schedule``, as in training (a skill per
+    # world, redrawn on the schedule); ``shared``, one skill drawn once for every evaluation
+    # episode and held to the end (URLB's ``eval`` calls ``init_meta`` once). Models that offer
+    # the choice take it as a constructor argument (DIAYN, SMM).
+    evaluation_skill: str = "schedule"
 
     def __init__(self, skill_dim: int, update_skill_every_step: int = 0, observe_pose: bool = False):
         super().__init__()
@@ -199,9 +214,18 @@ class SkillModel(RewardModel):
     def init_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
         return {"skill": self.draw(num_envs, device)}
 
+    def evaluation_state(self, num_envs: int, device) -> dict[str, torch.Tensor] | None:
+        """``shared`` (before a skill is fixed): one skill for every world, held to the end
+        of the evaluation (``skill_held`` stops :meth:`observe` redrawing it); else None."""
+        if self.evaluation_skill == "schedule" or self._fixed:
+            return None
+        held = torch.ones(num_envs, dtype=torch.bool, device=device)
+        return {"skill": self.draw(1, device).expand(num_envs, -1).clone(), "skill_held": held}
+
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
-        """Draw new skills where an episode ended or the schedule says so."""
-        if self._fixed:
+        """Draw new skills where an episode ended or the schedule says so (never while an
+        evaluation holds one skill)."""
+        if self._fixed or "skill_held" in state.keys():
             return state
         resample = step_output["done"]
         if self.update_skill_every_step > 0:
@@ -279,6 +303,15 @@ class Agent(nn.Module, abc.ABC):
         """Per-world carried state at the start of a run (empty for memoryless agents)."""
         values = self.reward_model.init_state(num_envs, device) if self.reward_model is not None else {}
         return TensorDict(values, batch_size=[num_envs], device=device)
+
+    def evaluation_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
+        """The carried state evaluation episodes start from (``urlb.measure.evaluate``): the
+        reward model's own rule where it has one (URLB's DIAYN and SMM hold one skill for
+        every episode), else :meth:`init_state`."""
+        held = self.reward_model.evaluation_state(num_envs, device) if self.reward_model is not None else None
+        if held is None:
+            return self.init_state(num_envs, device)
+        return TensorDict(held, batch_size=[num_envs], device=device)
 
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
         """The carried state after an env step (``step_output`` is ``env.step``'s TensorDict)."""

@@ -28,8 +28,8 @@ action (``replay_skill="acting"``, the default). URLB's loop stores the skill of
 before, and on an episode's first transition its reset skill, which a schedule that redraws
 at step 0 never acts on (``"previous"``: for exact reproduction; one transition in
 ``update_skill_every_step`` then carries a skill that did not choose its action). Evaluation
-episodes start from :meth:`DDPGAgent.evaluation_state` (URLB's DIAYN and SMM: one skill for
-every episode, see their ``evaluation_skill``).
+episodes start from :meth:`agents.base.Agent.evaluation_state` (URLB's DIAYN and SMM: one
+skill for every episode, see ``SkillModel.evaluation_skill``).
 
 Randomness (exploration and target-policy noise) comes from ``randomness``
 (``agents.parts.nets.Randomness``: torch's generator), which the reference-parity tests
@@ -133,15 +133,6 @@ class DDPGAgent(ActorCriticAgent):
         return {"actor": self.actor_opt, "critic": self.critic_opt, **encoder}
 
     # -- carried skills ---------------------------------------------------------------------------
-    def evaluation_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
-        """The carried state evaluation episodes start from (``urlb.measure.evaluate``): the
-        reward model's own rule where it has one (URLB's DIAYN and SMM), else
-        :meth:`init_state`."""
-        rule = getattr(self.reward_model, "evaluation_state", None)
-        if rule is None:
-            return self.init_state(num_envs, device)
-        return TensorDict(rule(num_envs, device), batch_size=[num_envs], device=device)
-
     def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
         state = super().init_state(num_envs, device)
         if self.skill_dim and self.replay_skill == "previous":

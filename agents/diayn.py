@@ -80,17 +80,6 @@ class DIAYN(SkillModel):
     def optimisers(self):
         return {"discriminator": self.optimiser}
 
-    def evaluation_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
-        """``shared``: one skill for every evaluation episode, held to the end (URLB's
-        ``eval``); ``schedule``: :meth:`init_state`."""
-        if self.evaluation_skill == "schedule" or self._fixed:
-            return self.init_state(num_envs, device)
-        held = torch.ones(num_envs, dtype=torch.bool, device=device)
-        return {"skill": self.draw(1, device).expand(num_envs, -1).clone(), "skill_held": held}
-
-    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
-        return state if "skill_held" in state.keys() else super().observe(state, step_output)
-
     def intrinsic_reward(self, batch: TensorDict) -> torch.Tensor:
         with torch.no_grad():
             logits = self.discriminator(batch["next_observation"])

@@ -24,7 +24,7 @@ fresh. The reward model is not used.
 Parity: ``tests/reference/test_dreamer_parity.py`` replays Plan2Explore-on-Dreamer updates
 recorded from mazpie/mastering-urlb (pixels) to 1e-5: the world-model loss (KL balance, free
 nats), imagination, the actor's dynamics gradient, the critic with its slow copy, the
-disagreement ensemble and its reward. Kept departures (docs/fidelity_metra_dreamer.md):
+disagreement ensemble and its reward. Kept departures (docs/fidelity.md):
 float32 where theirs trains in mixed precision (``precision: 16``); no reward head trained
 while pretraining (theirs fits the extrinsic reward on stop-gradient features and never
 transfers it); windows of ``batch_length`` transitions (``batch_length + 1`` frames, theirs

@@ -46,7 +46,7 @@ its update to 1e-5):
   egocentric, so phi could not tell where the agent is and the policy could not tell
   which way it faces. ``observe_pose=false`` runs METRA on URLB's observation as is.
 
-Kept departures (docs/fidelity_metra_dreamer.md): no state normaliser (theirs is a preset
+Kept departures (docs/fidelity.md): no state normaliser (theirs is a preset
 for Ant and HalfCheetah only, off on quadruped); URLB's seed frames of random actions
 before the first update where they wait for 10k transitions of the policy's; URLB's time
 limits bootstrapped (``bootstrap_time_limits``).
@@ -61,10 +61,12 @@ every SAC agent, plus ``phi`` (unused while finetuning) and the chosen skill.
 Zero-shot goal reaching (``urlb.measure.skills.goal_reaching``): ``z = (phi(g) - phi(s)) /
 ||phi(g) - phi(s)||``, recomputed every step.
 
-Pixels: ``phi`` reads the shared encoder's features, detached (``trains_encoder`` False:
-the critic's loss trains the encoder). METRA's pixel runs give ``phi``, the policy and each
-Q network an encoder of their own, ``phi``'s trained by METRA's objective: not built here
-(docs/fidelity_metra_dreamer.md). ``observe_pose`` and goal reaching need state
+Pixels (``configs/agent/metra.yaml``'s ``pixel_encoders``): ``per_network`` (default, the
+reference's ``--encoder 1``): ``phi``, the policy and each Q network read the frames through
+an encoder of their own (their ``CNN``: DreamerV2's four stride-2 convolutions, ELU, frames
+scaled to [0, 1], no augmentation), ``phi``'s trained by METRA's objective, each Q's by its
+TD loss, the policy's by its loss. ``shared``: one DrQ-v2 encoder with random shifts, trained
+by the critic, whose detached features ``phi`` reads. ``observe_pose`` and goal reaching need state
 observations (the pose and the goals are entries of the state vector): on pixels the first
 is refused when the agent is built, the second in :meth:`METRA.goal_skill`.
 """
@@ -78,7 +80,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.base import SkillModel
-from agents.parts.nets import mlp, optimise
+from agents.parts.nets import mlp, optimise, xavier_uniform_init
 from agents.parts.skills import ONE_HOT, UNIT_SPHERE
 
 
@@ -112,14 +114,6 @@ def dual_loss(log_dual: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
     return log_dual * penalty.detach().mean()
 
 
-def xavier_uniform_init(module: nn.Module) -> None:
-    """METRA's trajectory encoder (garage's MLP with ``w_init=xavier_uniform_``): Xavier-uniform
-    weights, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        nn.init.zeros_(module.bias)
-
-
 class METRA(SkillModel):
     # Transitions the reward and constraint are defined on: consecutive states.
     nstep = 1
@@ -137,14 +131,23 @@ class METRA(SkillModel):
         dual_slack: float = 1e-3,
         update_skill_every_step: int = 0,
         observe_pose: bool = True,
+        frame_encoder=None,
     ):
+        """``frame_encoder``: set by the SAC backbone with ``pixel_encoders=per_network``, a
+        factory of frame encoders: phi reads flat frames through one of its own (module
+        docstring)."""
         super().__init__(skill_dim, update_skill_every_step, observe_pose)
         if discrete and skill_dim < 2:
             raise ValueError("discrete METRA needs skill_dim >= 2 (the centred reward of one skill is 0)")
         self.discrete = discrete
         self.prior = ONE_HOT if discrete else UNIT_SPHERE
         self.dual_slack = dual_slack
-        self.phi = mlp(obs_dim, hidden_dim, skill_dim)
+        # their trajectory encoder: garage's MLP with w_init=xavier_uniform_ (zero biases)
+        if frame_encoder is None:
+            self.phi = mlp(obs_dim, hidden_dim, skill_dim)
+        else:  # METRA's WithEncoder(Encoder, traj_encoder): its own CNN, trained by phi's loss
+            encoder = frame_encoder()
+            self.phi = nn.Sequential(encoder, mlp(encoder.embed_dim, hidden_dim, skill_dim))
         self.phi.apply(xavier_uniform_init)
         self.log_dual = nn.Parameter(torch.tensor(math.log(init_dual)))
         self.phi_opt = torch.optim.Adam(self.phi.parameters(), lr=lr)

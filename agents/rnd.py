@@ -15,7 +15,12 @@ statistics ``mu_s, sigma_s`` follow ``obs_normalisation``:
   1e-5), as URLB's ``BatchNorm1d(affine=False)`` computes them in training mode, which its
   RND never leaves: the reward of a transition depends on the rest of its batch;
 * ``running``: running statistics over every batch seen, as in the RND paper (the same
-  estimate with less noise), merged before each update and saved with the model.
+  estimate with less noise), merged before each update and saved with the model;
+* ``none``: the raw input, unclipped (SUPE's RND on (s, u)).
+
+``layout``: ``urlb`` (default), the networks above with orthogonal weights; ``rlpd``, SUPE's
+(its ``RND`` on RLPD's ``MLP((256,) * 3, activate_final=True)`` and a linear feature): three
+ReLU hidden layers, Xavier-uniform weights, zero biases.
 
 The reward uses the batch's first state ``s`` (URLB's choice). Scale 1, Adam 1e-4 (the
 agent's).
@@ -38,9 +43,10 @@ from torch import nn
 
 from agents.base import RewardModel
 from agents.parts.intrinsic import RunningMeanStd
-from agents.parts.nets import mlp, optimise, orthogonal_init
+from agents.parts.nets import mlp, optimise, orthogonal_init, xavier_uniform_init
 
-OBS_NORMALISATIONS = ("batch", "running")
+OBS_NORMALISATIONS = ("batch", "running", "none")
+RND_LAYOUTS = ("urlb", "rlpd")
 
 
 def rnd_reward(error: torch.Tensor, error_var: torch.Tensor, scale: float) -> torch.Tensor:
@@ -66,6 +72,7 @@ class RND(RewardModel):
         obs_clip: float = 5.0,
         obs_normalisation: str = "batch",
         embed_dim: int | None = None,
+        layout: str = "urlb",
     ):
         # embed_dim: the world model's embedding size, which Dreamer passes to every latent
         # reward model (Plan2Explore predicts the embedding); RND does not use it.
@@ -74,11 +81,14 @@ class RND(RewardModel):
             raise ValueError(
                 f"obs_normalisation must be one of {OBS_NORMALISATIONS}, got {obs_normalisation!r}"
             )
+        if layout not in RND_LAYOUTS:
+            raise ValueError(f"RND layout must be one of {RND_LAYOUTS}, got {layout!r}")
         self.scale, self.obs_clip, self.obs_normalisation = scale, obs_clip, obs_normalisation
-        self.predictor = mlp(obs_dim, hidden_dim, rep_dim)
-        self.target = mlp(obs_dim, hidden_dim, rep_dim).requires_grad_(False)
-        self.predictor.apply(orthogonal_init)
-        self.target.apply(orthogonal_init)
+        depth = 2 if layout == "urlb" else 3
+        self.predictor = mlp(obs_dim, hidden_dim, rep_dim, depth)
+        self.target = mlp(obs_dim, hidden_dim, rep_dim, depth).requires_grad_(False)
+        for network in (self.predictor, self.target):
+            network.apply(orthogonal_init if layout == "urlb" else xavier_uniform_init)
         self.obs_stats = RunningMeanStd((obs_dim,)) if obs_normalisation == "running" else None
         self.error_stats = RunningMeanStd(())
         self.optimiser = torch.optim.Adam(self.predictor.parameters(), lr=lr)
@@ -88,7 +98,9 @@ class RND(RewardModel):
 
     def prediction_error(self, observation: torch.Tensor) -> torch.Tensor:
         """``(B,)`` mean squared distance between predictor and target on normalised input."""
-        if self.obs_stats is None:
+        if self.obs_normalisation == "none":
+            x = observation
+        elif self.obs_stats is None:
             x = batch_normalise(observation, self.obs_clip)
         else:
             x = self.obs_stats.normalise(observation, clip=self.obs_clip)

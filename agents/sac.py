@@ -67,7 +67,9 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 # garage's GaussianMLPTwoHeadedModule as METRA builds its policy: std in [1e-6, e^2].
 GARAGE_LOG_STD_MIN, GARAGE_LOG_STD_MAX = math.log(1e-6), 2.0
 GARAGE_TANH_EPSILON = 1e-6  # garage's TanhNormal.log_prob: log(1 - tanh(u)^2 + epsilon)
-ACTOR_LAYOUTS = ("pytorch_sac", "garage")
+# RLPD's TanhNormal (SUPE's high-level policy): log std clipped hard into [-20, 2].
+RLPD_LOG_STD_MIN, RLPD_LOG_STD_MAX = -20.0, 2.0
+ACTOR_LAYOUTS = ("pytorch_sac", "garage", "rlpd")
 
 
 def soft_td_target(reward, discount, next_qs, next_log_prob, alpha):
@@ -119,7 +121,8 @@ def garage_log_prob_tanh(mean: torch.Tensor, log_std: torch.Tensor, raw: torch.T
 
 class GaussianActor(nn.Module):
     """MLP -> (mean, log std); actions ``tanh(u)``, ``u ~ N(mean, std)``. Pixels
-    (``feature_dim`` set): a LayerNorm trunk to ``feature_dim`` before the MLP.
+    (``feature_dim`` set): a LayerNorm trunk to ``feature_dim`` before the MLP; ``frame_encoder``
+    (a factory) set: a frame encoder of its own instead (``agents.parts.encoders.FlatFrameEncoder``).
 
     ``layout`` (``ACTOR_LAYOUTS``):
 
@@ -129,7 +132,11 @@ class GaussianActor(nn.Module):
       METRA's ``tests/main.py``): tanh hidden layers with Xavier-uniform weights, mean and log
       std heads with Xavier-normal weights scaled by 0.1 and zero biases (std 1 at first), the
       log std clamped hard into ``[log 1e-6, 2]`` and :func:`garage_log_prob_tanh`. Its two
-      heads are one linear layer here (``net``'s last: mean rows, then log std rows).
+      heads are one linear layer here (``net``'s last: mean rows, then log std rows);
+    * ``rlpd``: RLPD's policy (SUPE's high level: ``TanhNormal`` on ``MLP((256,) * 3,
+      activate_final=True)``): three ReLU hidden layers, Xavier-uniform weights and zero biases
+      everywhere (each head initialised on its own), the log std clipped hard into
+      ``[-20, 2]``, the exact tanh correction.
     """
 
     def __init__(
@@ -139,12 +146,16 @@ class GaussianActor(nn.Module):
         hidden_dim: int,
         feature_dim: int | None = None,
         layout: str = "pytorch_sac",
+        frame_encoder=None,
     ):
         super().__init__()
         if layout not in ACTOR_LAYOUTS:
             raise ValueError(f"actor layout {layout!r}; known: {', '.join(ACTOR_LAYOUTS)}")
         self.layout = layout
-        if feature_dim is None:
+        if frame_encoder is not None:  # its own frame encoder (pixel_encoders=per_network)
+            self.trunk = frame_encoder()
+            input_dim += self.trunk.embed_dim - self.trunk.frame_size
+        elif feature_dim is None:
             self.trunk = nn.Identity()
         else:
             self.trunk = layer_norm_trunk(input_dim, feature_dim)
@@ -152,6 +163,14 @@ class GaussianActor(nn.Module):
         if layout == "pytorch_sac":
             self.net = mlp(input_dim, hidden_dim, 2 * action_dim)
             self.apply(orthogonal_init)
+        elif layout == "rlpd":
+            self.net = mlp(input_dim, hidden_dim, 2 * action_dim, depth=3)
+            self.trunk.apply(orthogonal_init)
+            with torch.no_grad():
+                for layer in self.net[::2]:
+                    for rows in [layer.weight] if layer is not self.net[-1] else layer.weight.chunk(2):
+                        nn.init.xavier_uniform_(rows)
+                    nn.init.zeros_(layer.bias)
         else:
             self.net = nn.Sequential(
                 nn.Linear(input_dim, hidden_dim),
@@ -174,6 +193,8 @@ class GaussianActor(nn.Module):
         mean, log_std = self.net(self.trunk(observation)).chunk(2, dim=-1)
         if self.layout == "garage":
             return mean, log_std.clamp(GARAGE_LOG_STD_MIN, GARAGE_LOG_STD_MAX)
+        if self.layout == "rlpd":
+            return mean, log_std.clamp(RLPD_LOG_STD_MIN, RLPD_LOG_STD_MAX)
         # soft clamp of the log std into [LOG_STD_MIN, LOG_STD_MAX] (keeps gradients)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         return mean, log_std
@@ -195,7 +216,9 @@ class SACAgent(ActorCriticAgent):
     RLPD's critic (all defaults: today's double-Q SAC): ``num_critics`` Q heads (2: URLB's
     double-Q critic; more: :class:`EnsembleCritic`, RLPD's 10); ``critic_subsample`` heads
     drawn per minibatch for the target's min (None: all; RLPD's 2); ``backup_entropy`` keeps
-    ``-alpha log pi`` in the target (RLPD: false).
+    ``-alpha log pi`` in the target (RLPD: false); ``critic_layout`` the ensemble's weights and
+    LayerNorm epsilon (``urlb`` | ``rlpd``: :class:`EnsembleCritic`). ``actor_layout="rlpd"``:
+    RLPD's policy.
 
     METRA's SAC (module docstring): ``actor_layout`` (``pytorch_sac`` | ``garage``),
     ``shared_critic_trunk`` (false: two independent Q networks; states only),
@@ -224,17 +247,33 @@ class SACAgent(ActorCriticAgent):
         critic_subsample: int | None = None,
         backup_entropy: bool = True,
         actor_layout: str = "pytorch_sac",
+        critic_layout: str = "urlb",
         shared_critic_trunk: bool = True,
         critic_loss_weight: float = 1.0,
         bootstrap_time_limits: bool = True,
         updates_per_frame: float | None = None,
+        pixel_encoders: str = "shared",
+        pixel_encoder_depth: int = 48,
         reward_model=None,
     ):
-        super().__init__(obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic)
+        super().__init__(
+            obs_dim,
+            action_dim,
+            reward_model,
+            batch_size,
+            critic_target_tau,
+            init_critic,
+            pixel_encoders,
+            pixel_encoder_depth,
+        )
         if num_critics < 2 or not (critic_subsample is None or 1 <= critic_subsample <= num_critics):
             raise ValueError(
                 f"num_critics={num_critics} must be >= 2 and critic_subsample={critic_subsample} "
                 f"None or in [1, num_critics]"
+            )
+        if num_critics == 2 and critic_layout != "urlb":
+            raise ValueError(
+                f"critic_layout={critic_layout!r} is for ensembles: set num_critics > 2 or critic_layout=urlb"
             )
         self.num_critics, self.critic_subsample = num_critics, critic_subsample
         self.backup_entropy = backup_entropy
@@ -246,13 +285,23 @@ class SACAgent(ActorCriticAgent):
         )
         input_dim = self.repr_dim + self.skill_dim
         width = feature_dim if self.pixels else None
-        self.actor = GaussianActor(input_dim, action_dim, hidden_dim, width, actor_layout)
+        frames = self.frame_encoder
+        if frames is not None:
+            width = None
+            if num_critics != 2 or shared_critic_trunk:
+                raise ValueError(
+                    "pixel_encoders=per_network gives each Q network its own encoder: set num_critics=2 "
+                    "and shared_critic_trunk=false (METRA's), or pixel_encoders=shared"
+                )
+        self.actor = GaussianActor(input_dim, action_dim, hidden_dim, width, actor_layout, frames)
         task_dim = self.critic_task_dim
         if num_critics == 2:
             shared = shared_critic_trunk
-            self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, task_dim, width, shared)
+            self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, task_dim, width, shared, frames)
         else:
-            self.critic = EnsembleCritic(input_dim, action_dim, hidden_dim, num_critics, task_dim, width)
+            self.critic = EnsembleCritic(
+                input_dim, action_dim, hidden_dim, num_critics, task_dim, width, layout=critic_layout
+            )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_temperature)))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)

@@ -156,17 +156,6 @@ class SMM(SkillModel):
             return None
         return self.prior.candidates(count, self.skill_dim, generator).to(self.fixed_skill.device)
 
-    def evaluation_state(self, num_envs: int, device) -> dict[str, torch.Tensor]:
-        """``shared``: one skill for every evaluation episode, held to the end (URLB's
-        ``eval``: ``init_meta`` once); ``schedule``: :meth:`init_state`."""
-        if self.evaluation_skill == "schedule" or self._fixed:
-            return self.init_state(num_envs, device)
-        held = torch.ones(num_envs, dtype=torch.bool, device=device)
-        return {"skill": self.draw(1, device).expand(num_envs, -1).clone(), "skill_held": held}
-
-    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
-        return state if "skill_held" in state.keys() else super().observe(state, step_output)
-
     def _terms(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """VAE loss, per-sample reconstruction error and discriminator cross-entropy."""
         observation, skill = batch["observation"], batch["skill"]

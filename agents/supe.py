@@ -37,13 +37,12 @@ Finetuning (``init_from``): the VAE (encoder, prior, low-level policy) transfers
 as in the paper; the high-level SAC, the reward model and RND start fresh; the prior data is the
 dataset the snapshot was pretrained on (``agent.dataset``, kept in its config).
 
-Departures from the reference: the high-level SAC's actor has urlb's two hidden layers (the
-reference's three) and soft-clamped log std, its networks urlb's orthogonal initialisation; the
-critic's LayerNorm has torch's epsilon 1e-5 (Flax's 1e-6); the target's min over 2 heads is
+Departures from the reference: ``network_layout=urlb`` gives the high-level SAC urlb's actor
+(two hidden layers, soft-clamped log std) and orthogonal weights, torch's LayerNorm epsilon and
+URLB's RND (two hidden layers, running input statistics); the default ``rlpd`` is the
+reference's (the bonus is the raw error times c in both). The target's min over 2 heads is
 the README's Kitchen setting (its AntMaze runs use 1, with ``min`` relabelling, which urlb does
-not have); urlb's RND has two hidden layers (the
-reference's three) and a running input normaliser (the reference feeds raw (s, u); the bonus is
-the raw error times c, as the reference's); r_hat and RND train from the first update (the
+not have); r_hat and RND train from the first update (the
 reference: after 5000 and 10000 env steps). ``model_update_schedule=update`` (ours before
 issue 19) trains r_hat on every critic minibatch's online half (after the minibatches, where it
 stepped between them before) and RND on one online half-batch per update; ``eval_action=mean``
@@ -71,6 +70,7 @@ from agents.parts.nets import (
     mlp,
     optimise,
     orthogonal_init,
+    xavier_uniform_init,
 )
 from agents.parts.skill_vae import (  # noqa: F401  (the losses are tested from here)
     SKILL_LIMIT,
@@ -110,6 +110,11 @@ class SUPEAgent(Agent):
             0.5: target entropy -skill_dim / 2, 0.005).
         num_critics, critic_subsample, backup_entropy: its RLPD critic (10 Q networks, the
             target's min over 2 drawn per minibatch, no entropy in the target; ``agents/sac.py``).
+        network_layout: ``rlpd`` (the reference's, RLPD's networks: the high-level actor's
+            three hidden layers and hard log-std clip, the critic's Xavier weights and Flax's
+            LayerNorm epsilon, r_hat and RND with Xavier weights, RND of three hidden layers
+            on raw (s, u)) or ``urlb`` (urlb's SAC actor, orthogonal weights, torch's epsilon,
+            URLB's two-layer RND on running input statistics).
         model_update_schedule: when RND and r_hat train (``MODEL_UPDATE_SCHEDULES``: ``segment``,
             the reference's, once per high-level step; ``update``, every update).
         eval_action: the low-level action when evaluating (``EVAL_ACTIONS``: ``sample``, the
@@ -145,6 +150,7 @@ class SUPEAgent(Agent):
         num_critics: int = 10,
         critic_subsample: int | None = 2,
         backup_entropy: bool = False,
+        network_layout: str = "rlpd",
         model_update_schedule: str = "segment",
         eval_action: str = "sample",
         updates_per_frame: float = 1.0,
@@ -159,6 +165,9 @@ class SUPEAgent(Agent):
             )
         self.batch_size, self.horizon, self.latent_dim = batch_size, horizon, skill_dim
         self.kl_weight, self.discount, self.offline_ratio = kl_weight, discount, offline_ratio
+        if network_layout not in ("rlpd", "urlb"):
+            raise ValueError(f"network_layout must be 'rlpd' or 'urlb', got {network_layout!r}")
+        rlpd = network_layout == "rlpd"
         if model_update_schedule not in MODEL_UPDATE_SCHEDULES or eval_action not in EVAL_ACTIONS:
             raise ValueError(
                 f"model_update_schedule={model_update_schedule!r} must be one of {MODEL_UPDATE_SCHEDULES}, "
@@ -183,18 +192,21 @@ class SUPEAgent(Agent):
             critic_subsample=critic_subsample,
             backup_entropy=backup_entropy,
             critic_loss_weight=1.0 / num_critics,  # RLPD averages the heads' errors
+            actor_layout="rlpd" if rlpd else "pytorch_sac",
+            critic_layout=network_layout,
         )
         self.reward_predictor = mlp(obs_dim + skill_dim, hidden_dim, 1, depth=3)  # r_hat(s, u)
-        self.reward_predictor.apply(orthogonal_init)
-        # Running input statistics: the reference's RND steps on the few transitions of one
-        # high-level step, where a batch's own statistics are undefined.
+        self.reward_predictor.apply(xavier_uniform_init if rlpd else orthogonal_init)
+        # urlb: running input statistics, as an RND that steps on the few transitions of one
+        # high-level step has no batch statistics.
         self.rnd = RND(
             obs_dim + skill_dim,
             skill_dim,
             hidden_dim=hidden_dim,
             lr=lr,
             rep_dim=hidden_dim,
-            obs_normalisation="running",
+            obs_normalisation="none" if rlpd else "running",
+            layout=network_layout,
         )
         self.skills_opt = torch.optim.Adam(self.skills.parameters(), lr=lr)
         self.reward_opt = torch.optim.Adam(self.reward_predictor.parameters(), lr=lr)
@@ -305,9 +317,6 @@ class SUPEAgent(Agent):
         metrics = {}
         for online in onlines:
             metrics = self.update_reward_predictor(online)
-        # Each row twice: the running statistics' batch variance is unbiased, NaN for the one
-        # row of a single world's high-level step; the loss, a mean, is unchanged.
-        inputs = inputs.repeat(2, 1)
         rnd = self.rnd.update(TensorDict({"observation": inputs}, batch_size=inputs.shape[:1]))
         return metrics | {"rnd_loss": rnd["rnd_loss"]}
 

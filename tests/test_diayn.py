@@ -85,13 +85,21 @@ def test_runs_on_the_ddpg_backbone_with_skill_inputs():
 
 def test_evaluation_holds_one_skill_for_every_episode_like_urlb():
     """URLB's eval draws one meta (init_meta) for all its episodes and never updates it;
-    evaluate() starts from DDPGAgent.evaluation_state, which asks the skill model."""
+    evaluate() starts from Agent.evaluation_state, which asks the skill model, on either
+    backbone."""
     from functools import partial
+
+    from agents.sac import SACAgent
 
     torch.manual_seed(0)
     agent = DDPGAgent(
         4, 2, hidden_dim=8, batch_size=4, reward_model=partial(DIAYN, skill_dim=16, hidden_dim=8)
     )
+    on_sac = SACAgent(
+        4, 2, hidden_dim=8, batch_size=4, reward_model=partial(DIAYN, skill_dim=16, hidden_dim=8)
+    )
+    sac_state = on_sac.evaluation_state(3)
+    assert torch.equal(sac_state["skill"], sac_state["skill"][:1].expand(3, -1))
     state = agent.evaluation_state(3)
     assert torch.equal(state["skill"], state["skill"][:1].expand(3, -1))  # one skill, every world
     held = state["skill"].clone()

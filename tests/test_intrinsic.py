@@ -147,3 +147,13 @@ def test_contrastive_losses_by_hand():
     assert (
         cic_contrastive_loss(identity, swapped, 0.5) > cic_contrastive_loss(identity, identity, 0.5)
     ).all()
+
+
+def test_running_statistics_take_a_batch_of_one_row():
+    """Regression (issue 19): URLB's unbiased batch variance is NaN for one row, which turned
+    SUPE's RND statistics NaN with one world; a single row moves the mean and adds no spread."""
+    stats = RunningMeanStd((2,), epsilon=1.0)
+    stats.update(torch.tensor([[3.0, -1.0]]))
+    # count 1 + 1: mean (0 + 3) / 2; var = 1/2 * 1 + 1/2 * 0 + delta^2 * 1/4
+    torch.testing.assert_close(stats.mean, torch.tensor([1.5, -0.5]))
+    torch.testing.assert_close(stats.var, torch.tensor([0.5 + 9 / 4, 0.5 + 1 / 4]))

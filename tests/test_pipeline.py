@@ -458,11 +458,11 @@ def test_a_fresh_run_never_appends_to_an_old_runs_records(tmp_path):
 def test_pixel_agents_pretrain_then_finetune(tmp_path):
     """obs=pixels through the real entry points (one multirun per phase): DDPG through the
     shared DrQ-v2 encoder, and METRA on SAC with its skill evaluator rendering (Dreamer on
-    frames: tests/test_world_model.py). jaco: 125-step episodes at action repeat 2; 32x32
-    frames keep the convolutions to CPU seconds."""
+    frames: tests/test_world_model.py). jaco: 125-step episodes at action repeat 2; 48x48
+    frames (METRA's per-network encoders need 46x46) keep the convolutions to CPU seconds."""
     agents = ["ddpg", "metra"]
     snapshots = tmp_path / "snapshots"
-    common = [f"agent={','.join(agents)}", "obs=pixels", "obs.size=32", f"snapshot_root={snapshots}"]
+    common = [f"agent={','.join(agents)}", "obs=pixels", "obs.size=48", f"snapshot_root={snapshots}"]
     common += ["protocol.finetune_frames=600", "skill_eval.steps=20"]
     pre = entry(
         "pretrain.py",
@@ -499,6 +499,11 @@ def test_pixel_agents_pretrain_then_finetune(tmp_path):
     assert encoder and all(torch.equal(pretrained[k], finetuned[k]) for k in encoder)
     assert not torch.equal(pretrained["actor.trunk.0.weight"], finetuned["actor.trunk.0.weight"])
     assert (tmp_path / "pre" / "metra" / "skills" / "coverage.jsonl").exists()
+    # METRA's pixel networks each have an encoder of their own (pixel_encoders=per_network).
+    metra = load_snapshot(snapshot_file(snapshots, "metra", "jaco_pixels", 600))["agent"]
+    own = ("reward_model.phi.0.conv", "actor.trunk.conv", "critic.q1.0.conv", "critic.q2.0.conv")
+    assert all(any(key.startswith(prefix) for key in metra) for prefix in own)
+    assert not any(key.startswith("encoder.") for key in metra)
     # A pixel snapshot finetuned on states is refused by name.
     from hydra.core.hydra_config import HydraConfig
 

@@ -302,3 +302,70 @@ def test_aps_regresses_its_task_from_encoded_pixels():
     assert torch.allclose(state["skill"], w.expand(4, -1), atol=1e-4)
     metrics = agent.update(replay, step=0)  # the successor-feature critic on the pixel trunk
     assert math.isfinite(float(metrics["critic_loss"]))
+
+
+# -- an encoder per network (METRA's pixel layout) -------------------------------------------
+LARGE = (9, 48, 48)  # DreamerV2's/METRA's four stride-2 convolutions need 46x46 at least
+
+
+def test_per_network_encoders_give_phi_actor_and_each_q_their_own_trained_encoder():
+    """METRA's --encoder 1: no shared encoder, no augmentation; phi, the actor and each Q read
+    flat frames through encoders of their own, each stepped by its own network's loss."""
+    torch.manual_seed(0)
+    model = functools.partial(METRA, skill_dim=2, hidden_dim=32, observe_pose=False)
+    agent = SACAgent(
+        LARGE,
+        ACT,
+        hidden_dim=32,
+        batch_size=8,
+        reward_model=model,
+        pixel_encoders="per_network",
+        shared_critic_trunk=False,
+    )
+    assert agent.augment is None and "encoder" not in agent.optimisers()
+    assert agent.reward_model.phi[0].frame_shape == LARGE and agent.actor.trunk.conv.net[0].out_channels == 48
+    encoders = {
+        "phi": agent.reward_model.phi[0],
+        "actor": agent.actor.trunk,
+        "q1": agent.critic.q1[0],
+        "q2": agent.critic.q2[0],
+    }
+    assert len({id(e.conv.net[0].weight) for e in encoders.values()}) == 4
+    frames = torch.randint(0, 256, (3, *LARGE), dtype=torch.uint8)
+    assert agent.act(frames, agent.init_state(3), explore=True).shape == (3, ACT)
+    g = torch.Generator().manual_seed(0)
+    data = {
+        "observation": torch.randint(0, 256, (8, *LARGE), dtype=torch.uint8, generator=g),
+        "action": torch.rand(8, ACT, generator=g) * 2 - 1,
+        "next_observation": torch.randint(0, 256, (8, *LARGE), dtype=torch.uint8, generator=g),
+        "discount": torch.full((8,), 0.99),
+        "skill": agent.reward_model.sample_skills(8, "cpu"),
+    }
+    batch = agent.encode_batch(TensorDict(data, batch_size=[8]))
+    assert batch["observation"].shape == (8, 9 * 48 * 48) and batch["observation"].dtype == torch.float32
+    before = {name: snapshot(e) for name, e in encoders.items()}
+    agent.update_reward_model(batch)  # METRA's objective steps phi's encoder only
+    assert [name for name, e in encoders.items() if changed(e, before[name])] == ["phi"]
+    target = snapshot(agent.critic_target.q1[0])
+    agent.set_task(None)
+    agent.update(type("Replay", (), {"sample": lambda self, n: TensorDict(data, batch_size=[8])})(), step=0)
+    assert all(changed(e, before[name]) for name, e in encoders.items())
+    assert changed(agent.critic_target.q1[0], target)  # the target Q's encoder follows by Polyak
+
+
+def test_per_network_encoders_refuse_what_has_no_encoder_of_its_own():
+    with pytest.raises(ValueError, match="pixel_encoders=shared"):
+        SACAgent(
+            LARGE,
+            ACT,
+            hidden_dim=32,
+            reward_model=functools.partial(DIAYN, skill_dim=4, hidden_dim=32),
+            pixel_encoders="per_network",
+            shared_critic_trunk=False,
+        )
+    with pytest.raises(ValueError, match="shared_critic_trunk=false"):
+        SACAgent(LARGE, ACT, hidden_dim=32, pixel_encoders="per_network")
+    with pytest.raises(ValueError, match="obs.size>=46"):
+        SACAgent(FRAMES, ACT, hidden_dim=32, pixel_encoders="per_network", shared_critic_trunk=False)
+    with pytest.raises(ValueError, match="pixel_encoders must be"):
+        SACAgent(LARGE, ACT, hidden_dim=32, pixel_encoders="each")

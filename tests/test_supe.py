@@ -326,10 +326,9 @@ def test_rnd_and_reward_model_train_once_per_high_level_step(sampler):
     observation = torch.randn(3, OBS)
     agent.act(observation, state, explore=True)
     metrics = agent.update(Replay(), 0)
-    assert len(seen) == 1 and seen[0].shape == (4, OBS + Z) and len(reward_steps) == 2  # utd_ratio 2
-    torch.testing.assert_close(seen[0][:2, :OBS], observation[[0, 2]])  # each row twice
-    torch.testing.assert_close(seen[0][:2, OBS:], state["skill"][[0, 2]])
-    torch.testing.assert_close(seen[0][2:], seen[0][:2])
+    assert len(seen) == 1 and seen[0].shape == (2, OBS + Z) and len(reward_steps) == 2  # utd_ratio 2
+    torch.testing.assert_close(seen[0][:, :OBS], observation[[0, 2]])
+    torch.testing.assert_close(seen[0][:, OBS:], state["skill"][[0, 2]])
     assert "rnd_loss" in metrics and "reward_model_loss" in metrics
     metrics = agent.update(Replay(), 1)  # no skill drawn since
     assert len(seen) == 1 and len(reward_steps) == 2 and "rnd_loss" not in metrics
@@ -343,8 +342,8 @@ def test_rnd_and_reward_model_train_once_per_high_level_step(sampler):
 def test_one_world_trains_rnd_on_its_one_new_transition_without_nan(sampler):
     """Regression (issue 19's offline check): with one world the high-level step gives RND one
     transition, whose batch variance was NaN in the running statistics and made every later
-    bonus, target and action NaN."""
-    agent = tiny_agent()
+    bonus, target and action NaN (``network_layout=urlb``: the reference's RND reads raw input)."""
+    agent = tiny_agent(network_layout="urlb")
     agent.prepare_offline(sampler)
     agent.set_task(0)
     state = agent.init_state(1)
@@ -470,3 +469,35 @@ def test_supe_acts_and_learns_on_cuda(sampler):
     assert all(v.device.type == "cuda" and math.isfinite(float(v)) for v in metrics.values())
     state = agent.init_state(2, "cuda")
     assert agent.act(torch.randn(2, OBS, device="cuda"), state, explore=True).device.type == "cuda"
+
+
+def test_network_layout_rlpd_builds_the_references_networks():
+    """``rlpd`` (default): RLPD's actor (3 ReLU layers, Xavier, log std clipped hard at -20),
+    critic (Xavier, Flax's LayerNorm epsilon), RND on raw (s, u) with 3 hidden layers;
+    ``urlb``: urlb's. A bad layout names the choices."""
+    agent, urlb = tiny_agent(), tiny_agent(network_layout="urlb")
+    linears = [m for m in agent.high.actor.net if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 4 and len([m for m in urlb.high.actor.net if isinstance(m, torch.nn.Linear)]) == 3
+    first = linears[0].weight
+    assert first.abs().max() <= math.sqrt(6 / sum(first.shape)) and not linears[0].bias.any()
+    with torch.no_grad():
+        linears[-1].bias[Z:] = -30.0  # the log-std head's output
+        linears[-1].weight[Z:] = 0.0
+    _, log_std = agent.high.actor(torch.randn(2, OBS))
+    assert torch.equal(log_std, torch.full_like(log_std, -20.0))  # urlb's soft clamp would give -5
+    norms = [m for m in agent.high.critic.heads if type(m).__name__ == "EnsembleLayerNorm"]
+    assert norms[0].eps == 1e-6 and [m for m in urlb.high.critic.heads if hasattr(m, "eps")][0].eps == 1e-5
+    x = torch.randn(5, OBS + Z) * 10
+    raw = (agent.rnd.target(x) - agent.rnd.predictor(x)).square().mean(-1)
+    torch.testing.assert_close(agent.rnd.prediction_error(x), raw)  # no normalisation, no clip
+    assert len([m for m in agent.rnd.predictor if isinstance(m, torch.nn.Linear)]) == 4
+    assert urlb.rnd.obs_stats is not None and agent.rnd.obs_stats is None
+    with pytest.raises(ValueError, match="network_layout"):
+        tiny_agent(network_layout="flax")
+
+
+def test_rlpd_critic_layout_needs_an_ensemble():
+    from agents.sac import SACAgent
+
+    with pytest.raises(ValueError, match="num_critics > 2"):
+        SACAgent(4, 2, hidden_dim=8, critic_layout="rlpd")

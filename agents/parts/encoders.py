@@ -9,10 +9,18 @@ Reinforcement Learning", ICLR 2022) as URLB uses it for ``obs_type=pixels``:
 * :class:`RandomShift`: DrQ-v2's ``RandomShiftsAug``, pad 4: each frame is shifted by a
   whole number of pixels, ``(dx, dy)`` uniform in ``[-pad, pad]^2``, its border repeated;
 * :func:`make_encoder`: the encoder for an observation spec (the identity for state vectors).
+
+And the encoders of METRA's pixel networks and DreamerV2's world model:
+
+* :class:`ConvEncoder`: DreamerV2's four stride-2 convolutions (METRA's ``CNN``, the same);
+* :class:`FlatFrameEncoder`: a network's own encoder when every network has one (METRA's
+  ``WithEncoder``): the frames at the start of a flat input are encoded, the rest (skill,
+  action) passes through; :class:`FlatFrames` makes that flat input from frames.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -118,3 +126,65 @@ def make_encoder(obs_spec) -> tuple[nn.Module, int]:
         raise ValueError(f"observation spec {obs_spec!r}: expected a state size (int) or frames (C, H, W)")
     encoder = PixelEncoder(shape)
     return encoder, encoder.repr_dim
+
+
+class ConvEncoder(nn.Module):
+    """DreamerV2's image encoder, which METRA's ``CNN`` also is: four stride-2 convolutions of
+    ``depth`` x 1, 2, 4, 8 channels (kernel 4, ELU, torch's default initialisation), flattened
+    (1536 values for 64x64 frames at depth 48). uint8 frames are scaled to
+    ``x / 255 - offset``: DreamerV2's 0.5, METRA's 0."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], depth: int = 48, offset: float = 0.5):
+        super().__init__()
+        if min(obs_shape[1:]) < 46:
+            raise ValueError(
+                f"frames of {obs_shape[1]}x{obs_shape[2]} are too small for four stride-2 4x4 "
+                "convolutions: set obs.size>=46 (or, for METRA, agent.pixel_encoders=shared)"
+            )
+        self.offset = offset
+        layers: list[nn.Module] = []
+        channels = obs_shape[0]
+        for i in range(4):
+            layers += [nn.Conv2d(channels, depth * 2**i, 4, stride=2), nn.ELU()]
+            channels = depth * 2**i
+        self.net = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            self.embed_dim = self.net(torch.zeros(1, *obs_shape)).shape[-1]
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        """``(..., C, H, W)`` -> ``(..., embed_dim)``."""
+        x = observation.float() / 255.0 - self.offset if observation.dtype == torch.uint8 else observation
+        batch = x.shape[:-3]
+        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*batch, -1)
+
+
+class FlatFrames(nn.Module):
+    """Frames ``(B, C, H, W)`` as a flat float input ``(B, C * H * W)`` in [0, 255], which a
+    skill and an action can be appended to (the backbone's ``encoder`` when each network has
+    its own: ``pixel_encoders=per_network``)."""
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return observation.flatten(start_dim=-3).float()
+
+
+class FlatFrameEncoder(nn.Module):
+    """One network's own frame encoder (METRA's ``Encoder`` in ``WithEncoder``): the first
+    ``C * H * W`` entries of a flat input ``(B, C * H * W + k)`` are the frames (pixel values in
+    [0, 255]), encoded by a :class:`ConvEncoder` at METRA's scale (``x / 255``); the other ``k``
+    (skill, action) pass through after the features: ``(B, embed_dim + k)``.
+
+    Args:
+        frame_shape: ``(C, H, W)``.
+        depth: the convolutions' first channel count (METRA's 48).
+    """
+
+    def __init__(self, frame_shape: tuple[int, int, int], depth: int = 48):
+        super().__init__()
+        self.frame_shape = tuple(int(size) for size in frame_shape)
+        self.frame_size = math.prod(self.frame_shape)
+        self.conv = ConvEncoder(self.frame_shape, depth, offset=0.0)
+        self.embed_dim = self.conv.embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x[:, : self.frame_size].reshape(-1, *self.frame_shape) / 255.0
+        return torch.cat([self.conv(frames), x[:, self.frame_size :]], dim=-1)

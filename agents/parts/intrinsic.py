@@ -21,7 +21,8 @@ from agents.parts.nets import layer_norm_trunk, orthogonal_init
 class RunningMeanStd(nn.Module):
     """Mean and variance of everything seen so far, merged batch by batch (Chan et al.'s
     parallel update, as URLB's ``utils.RMS`` does: unbiased batch variance, starting from
-    mean 0, variance 1 and a pseudo-count ``epsilon``).
+    mean 0, variance 1 and a pseudo-count ``epsilon``). A batch of one row adds its mean and
+    no variance (URLB's would turn every statistic NaN).
 
     Args:
         shape: shape of one sample (``()`` for scalars such as rewards).
@@ -39,10 +40,12 @@ class RunningMeanStd(nn.Module):
         """Merge a batch ``(B, *shape)`` into the statistics (no host sync)."""
         batch = x.shape[0]
         delta = x.mean(dim=0) - self.mean
+        # One row has no unbiased variance: it moves the mean and adds no spread of its own.
+        spread = x.var(dim=0) if batch > 1 else torch.zeros_like(self.var)
         total = self.count + batch
         weight = (batch / total).to(x.dtype)
         old = (self.count / total).to(x.dtype)
-        self.var.copy_(old * self.var + weight * x.var(dim=0) + delta.square() * old * weight)
+        self.var.copy_(old * self.var + weight * spread + delta.square() * old * weight)
         self.mean.add_(delta * weight)
         self.count.copy_(total)
 

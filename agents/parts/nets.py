@@ -16,6 +16,14 @@ def orthogonal_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def xavier_uniform_init(module: nn.Module) -> None:
+    """Flax's ``nn.Dense`` as RLPD and SUPE build it: Xavier-uniform weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def mlp(input_dim: int, hidden_dim: int, output_dim: int, depth: int = 2) -> nn.Sequential:
     """``depth`` hidden ReLU layers of ``hidden_dim`` then a linear output."""
     layers: list[nn.Module] = []

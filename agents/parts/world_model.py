@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from agents.parts.encoders import ConvEncoder
 from agents.parts.nets import TORCH_RANDOMNESS, Randomness, TruncatedNormal
 
 
@@ -292,28 +293,6 @@ class Actor(nn.Module):
     def forward(self, feature: torch.Tensor) -> TruncatedNormal:
         mean, std = self.net(feature).chunk(2, -1)
         return TruncatedNormal(torch.tanh(mean), 2 * torch.sigmoid(std / 2) + self.min_std)
-
-
-class ConvEncoder(nn.Module):
-    """DreamerV2's image encoder: four stride-2 convolutions of 48, 96, 192, 384 channels
-    (kernel 4, ELU), flattened (1536 values for 64x64 frames). uint8 frames are scaled to
-    [-0.5, 0.5] as DreamerV2 does."""
-
-    def __init__(self, obs_shape: tuple[int, int, int], depth: int = 48):
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = obs_shape[0]
-        for i in range(4):
-            layers += [nn.Conv2d(channels, depth * 2**i, 4, stride=2), nn.ELU()]
-            channels = depth * 2**i
-        self.net = nn.Sequential(*layers, nn.Flatten())
-        with torch.no_grad():
-            self.embed_dim = self.net(torch.zeros(1, *obs_shape)).shape[-1]
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        x = observation.float() / 255.0 - 0.5 if observation.dtype == torch.uint8 else observation
-        batch = x.shape[:-3]
-        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*batch, -1)
 
 
 class ConvDecoder(nn.Module):

@@ -59,9 +59,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from common import reference_caller
 from omegaconf import OmegaConf
 from record_urlb import OUT as DATA
 from record_urlb import Draw, Reference, audit_rng, prepare, scalar
+
+AGENT_CODE = "/agent/"  # where the reference's own code lives (reference_caller)
 
 OUT = DATA / "plan2explore"
 REFERENCE = Reference(
@@ -124,16 +127,6 @@ def build_reference(root: Path):
 
 
 # -- recording randomness and the clipped steps --------------------------------------------------
-def reference_caller() -> str:
-    """The innermost function of the reference's agent code on the stack."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if "/agent/" in frame.f_code.co_filename:
-            return f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_qualname}"
-        frame = frame.f_back
-    return "?"
-
-
 @contextlib.contextmanager
 def recording(draws: list[Draw]):
     """Record ``torch.multinomial`` (categorical latents), ``utils._standard_normal`` (the
@@ -144,19 +137,21 @@ def recording(draws: list[Draw]):
     def recorded_standard_normal(shape, dtype, device):
         value = standard_normal(shape, dtype=dtype, device=device)
         redraw = lambda: standard_normal(shape, dtype=dtype, device=device)  # noqa: E731
-        draws.append(Draw("standard_normal", value.clone(), reference_caller(), redraw))
+        draws.append(Draw("standard_normal", value.clone(), reference_caller(AGENT_CODE), redraw))
         return value
 
     def recorded_multinomial(probs, *args, **kwargs):
         frozen = probs.detach().clone()
         value = multinomial(probs, *args, **kwargs)
         redraw = lambda: multinomial(frozen, *args, **kwargs)  # noqa: E731
-        draws.append(Draw("multinomial", value.clone(), reference_caller(), redraw))
+        draws.append(Draw("multinomial", value.clone(), reference_caller(AGENT_CODE), redraw))
         return value
 
     def recorded_randint(*args, **kwargs):
         value = randint(*args, **kwargs)
-        draws.append(Draw("randint", value.clone(), reference_caller(), lambda: randint(*args, **kwargs)))
+        draws.append(
+            Draw("randint", value.clone(), reference_caller(AGENT_CODE), lambda: randint(*args, **kwargs))
+        )
         return value
 
     ref_utils._standard_normal = recorded_standard_normal

@@ -1,8 +1,11 @@
 """Record reference fixtures of METRA's update from its authors' code (issue 18).
 
 Builds the reference's METRA (seohongpark/METRA, ``iod/metra.py`` on garage's SAC) on state
-observations at small sizes with a fixed seed, exactly as its ``tests/main.py`` builds it
-(the same module classes, initialisers and optimisers; only the sizes are shrunk), runs a
+observations, and on pixels (``metra_pixels``: ``--encoder 1``, where the policy, phi and each
+Q function are wrapped in ``WithEncoder`` with an ``Encoder`` of their own), at small sizes with
+a fixed seed, exactly as its ``tests/main.py`` builds it (the same module classes,
+initialisers and optimisers; only the sizes are shrunk: on pixels one 46x46 RGB frame and
+``CNN(cnn_depth=2)`` in each ``Encoder``, theirs 64x64 x 3 frames and depth 48), runs a
 few updates on fixed random batches and writes ``tests/reference/data/metra/<name>.npz`` (no
 pickles) and ``<name>.json`` (the manifest). ``tests/reference/test_metra_parity.py``
 replays them against ``agents.sac.SACAgent`` with ``agents.metra.METRA``.
@@ -55,9 +58,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from common import git, reference_caller
 from record_urlb import OUT as DATA
-from record_urlb import Draw, Reference, audit_rng, git, parameters, scalar
+from record_urlb import Draw, Reference, audit_rng, parameters, scalar
 from torch import nn
+
+METRA_CODE = "/iod/"  # where the reference's own code lives (reference_caller)
 
 # Beside the URLB family's fixtures, in a folder of their own.
 OUT = DATA / "metra"
@@ -87,11 +93,14 @@ SETTINGS = dict(
 )
 
 
-# Fixture name -> the reference's skill settings (--discrete, --dim_option).
+# Fixture name -> the reference's skill settings (--discrete, --dim_option, --encoder).
 SPECS = {
-    "metra": dict(discrete=0, dim_option=3),
-    "metra_discrete": dict(discrete=1, dim_option=4),
+    "metra": dict(discrete=0, dim_option=3, encoder=0),
+    "metra_discrete": dict(discrete=1, dim_option=4, encoder=0),
+    "metra_pixels": dict(discrete=0, dim_option=3, encoder=1),
 }
+# Pixels: METRA's Encoder reads flat observations of (H, W, C) frames (pixel values in [0, 255]).
+PIXEL_SHAPE, CNN_DEPTH, PIXEL_BATCH_SIZE, PIXEL_UPDATES = (46, 46, 3), 2, 8, 3
 
 
 # -- the reference checkout ---------------------------------------------------------------------
@@ -167,24 +176,40 @@ def build_reference(spec: dict):
     from iod.metra import METRA
 
     dims, skill = [HIDDEN_DIM, HIDDEN_DIM], spec["dim_option"]
-    policy_q_input_dim = OBS_DIM + skill
+    module_obs_dim, with_encoder = OBS_DIM, lambda module: module
+    if spec["encoder"]:
+        from garagei.torch.modules.with_encoder import CNN, Encoder, WithEncoder
+
+        def make_encoder():  # tests/main.py's make_encoder, its CNN at a smaller depth
+            encoder = Encoder(pixel_shape=PIXEL_SHAPE)
+            encoder.encoder = CNN(PIXEL_SHAPE[-1], cnn_depth=CNN_DEPTH)
+            return encoder
+
+        def with_encoder(module):
+            return WithEncoder(encoder=make_encoder(), module=module)
+
+        example = torch.zeros(1, int(np.prod(PIXEL_SHAPE)))
+        module_obs_dim = make_encoder()(example).shape[-1]
+    policy_q_input_dim = module_obs_dim + skill
     option_policy = PolicyEx(
         name="option_policy",
         option_info={"dim_option": skill},
-        module=GaussianMLPTwoHeadedModuleEx(
-            input_dim=policy_q_input_dim,
-            output_dim=ACTION_DIM,
-            hidden_sizes=dims,
-            layer_normalization=False,
-            max_std=SETTINGS["max_std"],
-            normal_distribution_cls=TanhNormal,
-            output_w_init=functools.partial(xavier_normal_ex, gain=1.0),
-            init_std=SETTINGS["init_std"],
+        module=with_encoder(
+            GaussianMLPTwoHeadedModuleEx(
+                input_dim=policy_q_input_dim,
+                output_dim=ACTION_DIM,
+                hidden_sizes=dims,
+                layer_normalization=False,
+                max_std=SETTINGS["max_std"],
+                normal_distribution_cls=TanhNormal,
+                output_w_init=functools.partial(xavier_normal_ex, gain=1.0),
+                init_std=SETTINGS["init_std"],
+            )
         ),
     )
     w_init = nn.init.xavier_uniform_  # get_gaussian_module_construction(const_std=False)
     traj_encoder = GaussianMLPIndependentStdModuleEx(
-        input_dim=OBS_DIM,
+        input_dim=module_obs_dim,
         output_dim=skill,
         hidden_sizes=dims,
         hidden_nonlinearity=torch.relu,
@@ -201,13 +226,16 @@ def build_reference(spec: dict):
         bias=True,
         spectral_normalization=0,
     )
+    traj_encoder = with_encoder(traj_encoder)  # --spectral_normalization 0: a plain Encoder
     dual_lam = ParameterModule(torch.Tensor([np.log(SETTINGS["dual_lam"])]))
     qf1, qf2 = (
-        ContinuousMLPQFunctionEx(
-            obs_dim=policy_q_input_dim,
-            action_dim=ACTION_DIM,
-            hidden_sizes=dims,
-            hidden_nonlinearity=torch.relu,
+        with_encoder(
+            ContinuousMLPQFunctionEx(
+                obs_dim=policy_q_input_dim,
+                action_dim=ACTION_DIM,
+                hidden_sizes=dims,
+                hidden_nonlinearity=torch.relu,
+            )
         )
         for _ in range(2)
     )
@@ -256,7 +284,7 @@ def build_reference(spec: dict):
         num_train_per_epoch=1,
         sd_batch_norm=0,
         skill_dynamics_obs_dim=OBS_DIM,
-        trans_minibatch_size=BATCH_SIZE,
+        trans_minibatch_size=batch_size(spec),
         trans_optimization_epochs=1,
         discount=SETTINGS["sac_discount"],
         discrete=spec["discrete"],
@@ -275,9 +303,19 @@ def build_reference(spec: dict):
         dual_reg=SETTINGS["dual_reg"],
         dual_slack=SETTINGS["dual_slack"],
         dual_dist=SETTINGS["dual_dist"],
-        pixel_shape=None,
+        pixel_shape=PIXEL_SHAPE if spec["encoder"] else None,
     )
     return algo
+
+
+def batch_size(spec: dict) -> int:
+    return PIXEL_BATCH_SIZE if spec["encoder"] else BATCH_SIZE
+
+
+def policy_module(algo):
+    """The policy's Gaussian module (inside ``WithEncoder`` on pixels)."""
+    module = algo.option_policy._module
+    return module.module if hasattr(module, "encoder") else module
 
 
 def modules(algo) -> dict[str, nn.Module]:
@@ -295,16 +333,6 @@ def modules(algo) -> dict[str, nn.Module]:
 
 
 # -- recording randomness -----------------------------------------------------------------------
-def reference_caller() -> str:
-    """The innermost function of METRA's own code (``iod/``) on the stack."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if "/iod/" in frame.f_code.co_filename:
-            return f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_qualname}"
-        frame = frame.f_back
-    return "?"
-
-
 @contextlib.contextmanager
 def recording(draws: list[Draw]):
     """Record every standard normal that ``torch.distributions.Normal.rsample`` draws (the
@@ -314,7 +342,7 @@ def recording(draws: list[Draw]):
 
     def recorded(shape, dtype, device):
         value = standard_normal(shape, dtype=dtype, device=device)
-        caller = reference_caller()
+        caller = reference_caller(METRA_CODE)
         draws.append(
             Draw("standard_normal", value.clone(), caller, lambda: standard_normal(shape, dtype, device))
         )
@@ -328,22 +356,38 @@ def recording(draws: list[Draw]):
 
 
 # -- batches ------------------------------------------------------------------------------------
+def pixel_observations(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (H, W, C) frames, pixel values 0..255, of 8x8-pixel blocks (so the fixture
+    compresses), and next frames that differ from them in a few blocks."""
+    height, width, channels = PIXEL_SHAPE
+    blocks = rng.integers(0, 256, (size, height // 8 + 1, width // 8 + 1, channels))
+    following = blocks.copy()
+    moved = rng.random(blocks.shape[:3]) < 0.1
+    following[moved] = rng.integers(0, 256, (int(moved.sum()), channels))
+    frames = [b.repeat(8, axis=1).repeat(8, axis=2)[:, :height, :width] for b in (blocks, following)]
+    return tuple(f.reshape(size, -1) for f in frames)
+
+
 def make_batch(rng: np.random.Generator, spec: dict) -> dict[str, np.ndarray]:
     """One batch as METRA's ``_sample_replay_buffer`` yields it (float32; ``dones`` (B,);
     ``next_options`` equal to ``options``: one skill per path)."""
-    skill = spec["dim_option"]
-    dones = np.zeros(BATCH_SIZE)
-    dones[rng.choice(BATCH_SIZE, 3, replace=False)] = 1.0  # a few transitions end their path
+    skill, size = spec["dim_option"], batch_size(spec)
+    dones = np.zeros(size)
+    dones[rng.choice(size, 3, replace=False)] = 1.0  # a few transitions end their path
     if spec["discrete"]:
-        options = np.eye(skill)[rng.integers(skill, size=BATCH_SIZE)]
+        options = np.eye(skill)[rng.integers(skill, size=size)]
     else:
-        options = rng.normal(size=(BATCH_SIZE, skill))
+        options = rng.normal(size=(size, skill))
         options /= np.linalg.norm(options, axis=1, keepdims=True)
-    obs = rng.normal(size=(BATCH_SIZE, OBS_DIM))
+    if spec["encoder"]:
+        obs, next_obs = pixel_observations(rng, size)
+    else:
+        obs = rng.normal(size=(size, OBS_DIM))
+        next_obs = obs + 0.1 * rng.normal(size=obs.shape)  # consecutive states: short steps
     batch = dict(
         obs=obs,
-        next_obs=obs + 0.1 * rng.normal(size=obs.shape),  # consecutive states: short steps
-        actions=rng.uniform(-1.0, 1.0, (BATCH_SIZE, ACTION_DIM)),
+        next_obs=next_obs,
+        actions=rng.uniform(-1.0, 1.0, (size, ACTION_DIM)),
         dones=dones,
         options=options,
         next_options=options,
@@ -357,10 +401,14 @@ def record(name: str, spec: dict, root: Path, command: str) -> None:
     algo = build_reference(spec)
     rng = np.random.default_rng(SEED)
     arrays = {f"init/{k}": v for k, v in parameters(SimpleNamespace(**modules(algo))).items()}
-    updates = []
-    for index in range(UPDATES):
+    updates, count = [], PIXEL_UPDATES if spec["encoder"] else UPDATES
+    for index in range(count):
         batch = make_batch(rng, spec)
-        arrays |= {f"batch{index}/{k}": v for k, v in batch.items()}
+        stored = {
+            k: v.astype(np.uint8) if k in ("obs", "next_obs") and spec["encoder"] else v
+            for k, v in batch.items()
+        }
+        arrays |= {f"batch{index}/{k}": v for k, v in stored.items()}
         v = {k: torch.from_numpy(value) for k, value in batch.items()}
         tensors: dict[str, torch.Tensor] = {}
         draws: list[Draw] = []
@@ -402,18 +450,25 @@ def record(name: str, spec: dict, root: Path, command: str) -> None:
         seed=SEED,
         versions=dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__),
         sizes=dict(
-            obs_dim=OBS_DIM,
+            obs_dim=OBS_DIM if not spec["encoder"] else int(np.prod(PIXEL_SHAPE)),
             action_dim=ACTION_DIM,
             hidden_dim=HIDDEN_DIM,
-            batch_size=BATCH_SIZE,
+            batch_size=batch_size(spec),
             skill_dim=spec["dim_option"],
-            updates=UPDATES,
+            updates=count,
+            **(dict(pixel_shape=list(PIXEL_SHAPE), cnn_depth=CNN_DEPTH) if spec["encoder"] else {}),
         ),
-        hyperparameters=dict(lr=LR, discrete=spec["discrete"], dim_option=spec["dim_option"], **SETTINGS),
+        hyperparameters=dict(
+            lr=LR,
+            discrete=spec["discrete"],
+            dim_option=spec["dim_option"],
+            encoder=spec["encoder"],
+            **SETTINGS,
+        ),
         reference_constants=dict(
             target_entropy=algo._target_entropy,
-            log_std_min=float(algo.option_policy._module._min_std_param),
-            log_std_max=float(algo.option_policy._module._max_std_param),
+            log_std_min=float(policy_module(algo)._min_std_param),
+            log_std_max=float(policy_module(algo)._max_std_param),
         ),
         batch_fields=list(make_batch(np.random.default_rng(0), spec)),
         parameters=sorted(k.removeprefix("init/") for k in arrays if k.startswith("init/")),
@@ -421,7 +476,7 @@ def record(name: str, spec: dict, root: Path, command: str) -> None:
     )
     (OUT / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     size = (OUT / f"{name}.npz").stat().st_size
-    print(f"{name}: {UPDATES} updates, {len(manifest['parameters'])} tensors, {size / 1e3:.0f} kB")
+    print(f"{name}: {count} updates, {len(manifest['parameters'])} tensors, {size / 1e3:.0f} kB")
 
 
 STUBBED = ("akro", "moviepy", "moviepy.editor", "sklearn", "sklearn.decomposition", "dowel", "dowel_wrapper")

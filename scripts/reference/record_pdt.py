@@ -46,12 +46,12 @@ import argparse
 import contextlib
 import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import prepare
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
@@ -69,18 +69,6 @@ DROPOUT, SEED = 0.1, 0
 LR, WARMUP, WEIGHT_DECAY = 1e-3, 1, 5e-4
 ACTION_RANGE = (-1 + 1e-6, 1 - 1e-6)  # its _get_env_spec for a [-1, 1] action space
 PHASES = [("pretrain", 3), ("return_warmup", 2), ("finetune", 2)]
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
-
-
-def prepare(root: Path) -> None:
-    head = git(root, "rev-parse", "HEAD").strip()
-    if head != COMMIT:
-        raise SystemExit(f"{root} is at {head}; the fixture is recorded from {COMMIT}")
-    if git(root, "status", "--porcelain", "--untracked-files=no").strip():
-        raise SystemExit(f"{root} has local changes; this reference runs unmodified")
 
 
 # -- recording randomness -----------------------------------------------------------------------
@@ -222,7 +210,7 @@ def record_lamb(lamb_class, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 # -- recording ------------------------------------------------------------------------------------
 def record(root: Path) -> None:
-    prepare(root)
+    prepare(root, COMMIT)
     sys.path.insert(0, str(root))
     from src.lamb import Lamb
     from src.models.decision_transformer import DecisionTransformer

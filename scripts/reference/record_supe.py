@@ -42,12 +42,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
+from common import prepare
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -64,18 +64,6 @@ DISCOUNT = 0.99
 UPDATES = 3
 
 
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
-
-
-def prepare(root: Path) -> None:
-    head = git(root, "rev-parse", "HEAD").strip()
-    if head != COMMIT:
-        raise SystemExit(f"{root} is at {head}; the fixture is recorded from {COMMIT}")
-    if git(root, "status", "--porcelain", "--untracked-files=no").strip():
-        raise SystemExit(f"{root} has local changes; this reference runs unmodified")
-
-
 def flat(params, prefix: str) -> dict[str, np.ndarray]:
     from flax import traverse_util
     from flax.core import unfreeze
@@ -85,7 +73,7 @@ def flat(params, prefix: str) -> dict[str, np.ndarray]:
 
 
 def record(root: Path) -> None:
-    prepare(root)
+    prepare(root, COMMIT)
     for name in ("d4rl", "wandb"):  # imported by visualisation and video modules only
         sys.modules.setdefault(name, types.ModuleType(name))
     sys.path.insert(0, str(root))

@@ -62,13 +62,16 @@ import hashlib
 import importlib
 import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
+from common import reference_caller
 from torch import nn
+
+AGENT_CODE = "/agent/"  # where the reference's own code lives (reference_caller)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -237,25 +240,9 @@ SPECS["aps_finetune"] = dataclasses.replace(SPECS["aps"], updates=3, finetune=Tr
 
 
 # -- the reference checkout ---------------------------------------------------------------------
-def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=check)
-
-
 def prepare(root: Path, reference: Reference) -> None:
     """Check the checkout's commit and apply the repository's patch (once)."""
-    head = git(root, "rev-parse", "HEAD").stdout.strip()
-    if head != reference.commit:
-        raise SystemExit(f"{root} is at {head}; the fixtures are recorded from {reference.commit}")
-    if reference.patch is None:
-        if git(root, "status", "--porcelain", "--untracked-files=no").stdout.strip():
-            raise SystemExit(f"{root} has local changes; this reference runs unmodified")
-        return
-    patch = str(HERE / reference.patch)
-    if git(root, "apply", "--reverse", "--check", patch, check=False).returncode == 0:
-        return  # applied already
-    done = git(root, "apply", patch, check=False)
-    if done.returncode:
-        raise SystemExit(f"git apply {patch} failed in {root}:\n{done.stderr}")
+    common.prepare(root, reference.commit, HERE / reference.patch if reference.patch else None)
 
 
 @contextlib.contextmanager
@@ -280,16 +267,6 @@ class Draw:
     redraw: object  # the same call on the global generator, to audit the RNG's advance
 
 
-def reference_caller() -> str:
-    """Qualified name of the innermost reference function (under agent/) on the stack."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if "/agent/" in frame.f_code.co_filename:
-            return f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_qualname}"
-        frame = frame.f_back
-    return "?"
-
-
 @contextlib.contextmanager
 def recording(draws: list[Draw]):
     """Record every random tensor the reference draws: TruncatedNormal's noise (through
@@ -304,7 +281,7 @@ def recording(draws: list[Draw]):
             Draw(
                 "standard_normal",
                 value.clone(),
-                reference_caller(),
+                reference_caller(AGENT_CODE),
                 lambda: standard_normal(shape, dtype, device),
             )
         )
@@ -312,7 +289,9 @@ def recording(draws: list[Draw]):
 
     def recorded_randn(*args, **kwargs):
         value = randn(*args, **kwargs)
-        draws.append(Draw("randn", value.clone(), reference_caller(), lambda: randn(*args, **kwargs)))
+        draws.append(
+            Draw("randn", value.clone(), reference_caller(AGENT_CODE), lambda: randn(*args, **kwargs))
+        )
         return value
 
     def recorded_multinomial(probs, *args, **kwargs):
@@ -320,7 +299,10 @@ def recording(draws: list[Draw]):
         value = multinomial(probs, *args, **kwargs)
         draws.append(
             Draw(
-                "multinomial", value.clone(), reference_caller(), lambda: multinomial(frozen, *args, **kwargs)
+                "multinomial",
+                value.clone(),
+                reference_caller(AGENT_CODE),
+                lambda: multinomial(frozen, *args, **kwargs),
             )
         )
         return value

@@ -31,11 +31,11 @@ import re
 import pytest
 import torch
 from tensordict import TensorDict
-from urlb_reference import DATA, Comparison, Fixture, relative_difference, rename
+from urlb_reference import DATA, Comparison, Fixture, RecordedRandomness, relative_difference, rename
 
 import agents.dreamer
 from agents.dreamer import DreamerAgent
-from agents.parts.nets import TORCH_RANDOMNESS, Randomness
+from agents.parts.nets import TORCH_RANDOMNESS
 from agents.plan2explore import Plan2Explore
 
 NAME = "plan2explore/plan2explore"  # under tests/reference/data
@@ -208,42 +208,13 @@ class RecordedReplay:
         return self.batch.clone()
 
 
-class ServedRandomness(Randomness):
-    """Serves the recorded draws in order, each checked for kind and shape. The reference's
-    ``torch.randint`` (its RSSM's ensemble member, always 0 of 1) has no counterpart: ours
-    has one prior head."""
-
-    def __init__(self, draws: list[tuple[str, torch.Tensor]]):
-        if any(kind == "randint" and int(value) != 0 for kind, value in draws):
-            raise ValueError("the reference drew an ensemble member other than 0")
-        self.queue = [(kind, value) for kind, value in draws if kind != "randint"]
-
-    def _next(self, kind: str, shape) -> torch.Tensor:
-        if not self.queue:
-            raise AssertionError(
-                f"our update drew more randomness ({kind} {tuple(shape)}) than the reference"
-            )
-        recorded, value = self.queue.pop(0)
-        if recorded != kind or tuple(value.shape) != tuple(shape):
-            raise AssertionError(
-                f"our update drew {kind} {tuple(shape)}, the reference {recorded} {tuple(value.shape)}"
-            )
-        return value
-
-    def normal(self, shape, like: torch.Tensor) -> torch.Tensor:
-        return self._next("standard_normal", shape).to(like)
-
-    def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.Tensor:
-        return self._next("multinomial", (*probs.shape[:-1], num_samples)).to(probs.device)
-
-    def finish(self) -> None:
-        if self.queue:
-            raise AssertionError(f"{len(self.queue)} recorded draws were not used by our update")
-
-
-def recorded_draws(fixture: Fixture, update: int) -> list[tuple[str, torch.Tensor]]:
-    draws = fixture.manifest["updates"][update]["draws"]
-    return [(d["kind"], torch.as_tensor(fixture.arrays[d["key"]])) for d in draws]
+def served_draws(fixture: Fixture, update: int) -> RecordedRandomness:
+    """The update's recorded draws, served in order. The reference's ``torch.randint`` (its
+    RSSM's ensemble member, always 0 of 1) has no counterpart: ours has one prior head."""
+    draws = fixture.draws(update)
+    if any(kind == "randint" and int(value) != 0 for kind, value in draws):
+        raise ValueError("the reference drew an ensemble member other than 0")
+    return RecordedRandomness([(kind, value) for kind, value in draws if kind != "randint"])
 
 
 def reference_metrics(fixture: Fixture, update: int) -> dict[str, torch.Tensor]:
@@ -292,7 +263,7 @@ def replay(fixture: Fixture, agent: DreamerAgent | None = None) -> Comparison:
 
         agent.imagine, agent.imagined_reward = spy_imagine, spy_reward
         agents.dreamer.lambda_return = spy_return
-        served = ServedRandomness(recorded_draws(fixture, index))
+        served = served_draws(fixture, index)
         agent.randomness = served
         rng = torch.get_rng_state()
         try:
@@ -328,7 +299,7 @@ def test_update_equals_reference():
 
 
 def test_max_relative_difference_is_reported():
-    """The figures docs/fidelity_metra_dreamer.md quotes (printed with ``-s``): the largest
+    """The figures docs/fidelity.md quotes (printed with ``-s``): the largest
     elementwise relative difference over entries above 1e-4, where the worst are entries of
     1e-4 to 1e-3 that are differences of O(1) numbers (an imagined action ``tanh(mean) + noise``
     near 0, a feature near 0) and differ by float32 rounding (a few 1e-8); and the largest

@@ -7,19 +7,19 @@ from zhxieml/PDT) holds the reference model's initial weights, and for 3 pretrai
 normal draw of the update, its losses and every weight after it; and 3 steps of the
 reference's LAMB alone. We load the weights into our agent (:func:`our_name` maps the names),
 feed the windows, and the draws through the agent's ``randomness`` hook, and compare losses
-and weights to ``rtol=1e-5, atol=1e-6``. Max relative differences: docs/fidelity_pdt_supe.md
+and weights to ``rtol=1e-5, atol=1e-6``. Max relative differences: docs/fidelity.md
 (``python tests/reference/test_pdt_parity.py`` prints them).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import urlb_reference
 from tensordict import TensorDict
 
 from agents.parts.transformer import Lamb, SequenceRandomness
@@ -97,16 +97,7 @@ class RecordedRandomness(SequenceRandomness):
         return x * self.take("dropout", x.shape).to(x.dtype) / (1 - p)
 
 
-class Fixture:
-    def __init__(self):
-        self.manifest = json.loads((DATA / "pdt.json").read_text())
-        with np.load(DATA / "pdt.npz", allow_pickle=False) as data:
-            self.arrays = {key: torch.as_tensor(data[key]) for key in data.files}
-
-    def group(self, prefix: str) -> dict[str, torch.Tensor]:
-        start = f"{prefix}/"
-        return {k[len(start) :]: v for k, v in self.arrays.items() if k.startswith(start)}
-
+class Fixture(urlb_reference.Fixture):
     def draws(self, update: int) -> list[tuple[str, torch.Tensor]]:
         """The update's draws; the return warmup's main-transformer draws are left out (the
         reference runs its whole model for the return predictor's loss, ours only what f reads)."""
@@ -227,7 +218,7 @@ def replay_lamb(fixture: Fixture) -> list[tuple[str, float, bool]]:
 
 @pytest.fixture(scope="module")
 def fixture() -> Fixture:
-    return Fixture()
+    return Fixture.load("pdt/pdt")
 
 
 def test_updates_equal_the_reference(fixture):
@@ -286,7 +277,7 @@ def test_fixture_is_documented_and_small(fixture):
 
 
 if __name__ == "__main__":
-    loaded = Fixture()
+    loaded = Fixture.load("pdt/pdt")
     for label, results in (("updates", replay(loaded)), ("lamb", replay_lamb(loaded))):
         worst = max(results, key=lambda r: r[1])
         print(f"pdt {label}: max relative difference {worst[1]:.2e} ({worst[0]}), {len(results)} compared")

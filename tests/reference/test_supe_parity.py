@@ -10,46 +10,30 @@ critic's weights and, for 3 ``update_critic`` steps, the batch, the next actions
 sampled, the two target heads it drew, its target, loss and weights after. We load the weights
 into ours (Flax kernels are ``(in, out)``; the GRU's gates map onto torch's), feed the same
 inputs and draws, and compare to ``rtol=1e-5, atol=1e-6``. Not compared (our networks differ,
-so no weights load): the high-level actor's and RND's updates; see docs/fidelity_pdt_supe.md.
+so no weights load): the high-level actor's and RND's updates; see docs/fidelity.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
+from urlb_reference import Fixture
 
-from agents.parts import critics
 from agents.parts.nets import Randomness
 from agents.sac import soft_td_target
 from agents.supe import SUPEAgent, segment_return
 
 DATA = Path(__file__).resolve().parent / "data" / "supe"
 RTOL, ATOL = 1e-5, 1e-6
-FLAX_LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default, RLPD's critic
 VAE_METRICS = {
     "recon_loss": "reconstruction_nll",
     "kl_loss": "kl",
     "total_loss": "loss",
     "prior_std": "prior_std",
 }
-
-
-class Fixture:
-    def __init__(self):
-        self.manifest = json.loads((DATA / "supe.json").read_text())
-        with np.load(DATA / "supe.npz", allow_pickle=False) as data:
-            self.arrays = {key: torch.as_tensor(data[key]) for key in data.files}
-
-    def group(self, prefix: str) -> dict[str, torch.Tensor]:
-        start = f"{prefix}/"
-        return {k[len(start) :]: v for k, v in self.arrays.items() if k.startswith(start)}
 
 
 class RecordedNormal(Randomness):
@@ -239,30 +223,10 @@ def replay_relabelling(fixture: Fixture) -> list:
     return results
 
 
-def replay_critic(fixture: Fixture, layer_norm_eps: float | None = FLAX_LAYER_NORM_EPS) -> list:
+def replay_critic(fixture: Fixture, **options) -> list:
     """RLPD's target ``r + g m min_{2 drawn heads} Q'(s', a')`` on the reference's sampled a' and
-    drawn heads, then our critic step. ``layer_norm_eps``: the ensemble's LayerNorm epsilon
-    (Flax's 1e-6; None: ours, torch's 1e-5), set by patching ``F.layer_norm`` in
-    ``agents.parts.critics`` for the replay, as the module has no option for it yet."""
-    with layer_norm_epsilon(layer_norm_eps):
-        return _replay_critic(fixture)
-
-
-@contextlib.contextmanager
-def layer_norm_epsilon(eps: float | None):
-    if eps is None:
-        yield
-        return
-    layer_norm = critics.F.layer_norm
-    critics.F = types.SimpleNamespace(layer_norm=lambda x, shape, *args: layer_norm(x, shape, *args, eps=eps))
-    try:
-        yield
-    finally:
-        critics.F = torch.nn.functional
-
-
-def _replay_critic(fixture: Fixture) -> list:
-    high, results = build(fixture).high, []
+    drawn heads, then our critic step (SUPE's ``network_layout``, default ``rlpd``)."""
+    high, results = build(fixture, **options).high, []
     high.critic.load_state_dict(critic_weights(fixture.group("critic/init/critic")))
     high.critic_target.load_state_dict(critic_weights(fixture.group("critic/init/target")))
     discount = fixture.manifest["critic"]["config"]["discount"]
@@ -294,7 +258,7 @@ REPLAYS = {"vae": replay_vae, "relabelling": replay_relabelling, "critic": repla
 
 @pytest.fixture(scope="module")
 def fixture() -> Fixture:
-    return Fixture()
+    return Fixture.load("supe/supe")
 
 
 @pytest.mark.parametrize("part", sorted(REPLAYS))
@@ -304,11 +268,10 @@ def test_part_equals_the_reference(fixture, part):
     assert results and not failures, failures[:10]
 
 
-def test_the_layer_norm_epsilon_is_the_critic_departure_left(fixture):
-    """With torch's LayerNorm epsilon (ours, 1e-5) the target already moves off the reference's
-    (Flax's 1e-6) by more than the tolerance: the one departure of the critic left
-    (docs/fidelity_pdt_supe.md), until ``EnsembleLayerNorm`` takes an epsilon."""
-    results = dict((name, diff) for name, diff, _ in replay_critic(fixture, layer_norm_eps=None))
+def test_urlbs_layer_norm_epsilon_would_miss_the_reference(fixture):
+    """``network_layout=urlb`` (torch's LayerNorm epsilon 1e-5) moves the target off the
+    reference's (Flax's 1e-6) by more than the tolerance: the option is what closes it."""
+    results = dict((name, diff) for name, diff, _ in replay_critic(fixture, network_layout="urlb"))
     assert results["critic/update0/target"] > RTOL
 
 
@@ -320,7 +283,7 @@ def test_fixture_is_documented_and_small(fixture):
 
 
 if __name__ == "__main__":
-    loaded = Fixture()
+    loaded = Fixture.load("supe/supe")
     for part, run in REPLAYS.items():
         results = run(loaded)
         worst = max(results, key=lambda r: r[1])

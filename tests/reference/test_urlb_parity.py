@@ -67,6 +67,14 @@ def test_transfer_keeps_urlbs_fresh_target_critic_unless_asked():
     assert any(label.startswith("transferred/critic_target.trunk") for label in failures)
 
 
+def test_aps_transfers_urlbs_fresh_phi_unless_asked():
+    """``aps_finetune`` holds URLB's init_from, which leaves APS's phi fresh (compared at the
+    default); ``transfer_phi=true`` carries the pretrained phi over instead."""
+    fixture = Fixture.load("aps_finetune")
+    failures = [label for label, _ in replay(fixture, build(fixture, transfer_phi=True)).failures()]
+    assert any(label.startswith("transferred/reward_model.features") for label in failures)
+
+
 def test_fixtures_are_documented_and_small():
     """Every port has a fixture of at least three updates whose manifest names the
     reference; the URLB family's fixtures (the folder's top level; other families keep

@@ -44,13 +44,13 @@ RTOL, ATOL = 1e-5, 1e-6
 class Fixture:
     name: str
     manifest: dict
-    arrays: dict[str, np.ndarray]
+    arrays: dict[str, torch.Tensor]
 
     @classmethod
     def load(cls, name: str) -> Fixture:
         manifest = json.loads((DATA / f"{name}.json").read_text())
         with np.load(DATA / f"{name}.npz", allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+            arrays = {key: torch.as_tensor(data[key]) for key in data.files}
         return cls(name, manifest, arrays)
 
     @property
@@ -64,19 +64,23 @@ class Fixture:
     def group(self, prefix: str) -> dict[str, torch.Tensor]:
         """The arrays under ``prefix/`` as tensors, keyed by the rest of their name."""
         start = f"{prefix}/"
-        return {k[len(start) :]: torch.as_tensor(v) for k, v in self.arrays.items() if k.startswith(start)}
+        return {k[len(start) :]: v for k, v in self.arrays.items() if k.startswith(start)}
 
     def draws(self, update: int) -> list[tuple[str, torch.Tensor]]:
         """The random tensors the reference drew in update ``update``, in order, each with
         its kind as our hook names it (``normal`` or ``multinomial``)."""
         return [
-            (DRAW_KINDS[d["kind"]], torch.as_tensor(self.arrays[d["key"]]))
-            for d in self.manifest["updates"][update]["draws"]
+            (DRAW_KINDS[d["kind"]], self.arrays[d["key"]]) for d in self.manifest["updates"][update]["draws"]
         ]
 
 
 # The recorder's kinds of draw -> the Randomness method that makes ours.
-DRAW_KINDS = {"standard_normal": "normal", "randn": "normal", "multinomial": "multinomial"}
+DRAW_KINDS = {
+    "standard_normal": "normal",
+    "randn": "normal",
+    "multinomial": "multinomial",
+    "randint": "randint",
+}
 
 
 # -- our agent, and where the reference's tensors live in it ----------------------------------------
@@ -321,12 +325,6 @@ PORTS["aps_finetune"] = dataclasses.replace(
     PORTS["aps"],
     metrics=FINETUNE_METRICS,
     set_task=0,
-    not_transferred={
-        r"aps\..*": (
-            "URLB's APSAgent has DDPG's init_from, which leaves phi (state_feat_net) fresh; ours "
-            "transfers the pretrained phi, which its task regression reads (docs/agents.md)"
-        )
-    },
 )
 
 
@@ -429,6 +427,11 @@ class RecordedRandomness(Randomness):
     def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.Tensor:
         return self.serve("multinomial", (*probs.shape[:-1], num_samples)).to(probs.device)
 
+    def finish(self) -> None:
+        """Every recorded draw was used."""
+        if self.queue:
+            raise AssertionError(f"{len(self.queue)} recorded draws were not used by our update")
+
 
 @contextlib.contextmanager
 def fed_randomness(agent: DDPGAgent, draws: list[tuple[str, torch.Tensor]]):
@@ -446,8 +449,7 @@ def fed_randomness(agent: DDPGAgent, draws: list[tuple[str, torch.Tensor]]):
     finally:
         for holder in holders:
             del holder.randomness  # back to the class's torch generator
-    if source.queue:
-        raise AssertionError(f"{len(source.queue)} recorded draws were not used by our update")
+    source.finish()
     if not torch.equal(rng, torch.get_rng_state()):
         raise AssertionError("our update drew randomness the fixture does not feed")
 

@@ -18,13 +18,10 @@ def evaluate(env, agent, seed: int) -> dict[str, float]:
 
     The eval env is reseeded with ``seed`` so an evaluation depends only on the agent
     and the seed (a resumed run evaluates exactly like an uninterrupted one). Episodes start
-    from the agent's ``evaluation_state`` where it has one (URLB's DIAYN and SMM: one skill
-    for every episode), else from ``init_state``.
+    from the agent's ``evaluation_state`` (URLB's DIAYN and SMM: one skill for every episode).
     """
     td = env.reset(seed=seed)
-    # Not (yet) part of agents/base.py's interface: the DDPG backbone defines it (issue 17).
-    start = getattr(agent, "evaluation_state", agent.init_state)
-    state = start(env.num_envs, env.device)
+    state = agent.evaluation_state(env.num_envs, env.device)
     totals = torch.zeros(env.num_envs, len(env.task_names), device=env.device)
     for _ in range(env.episode_steps):
         action = agent.act(td["observation"], state, explore=False)
