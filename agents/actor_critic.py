@@ -126,11 +126,9 @@ class ActorCriticAgent(Agent):
         self.frame_encoder = None
         if self.pixels and pixel_encoders == "per_network":
             self.frame_encoder = functools.partial(FlatFrameEncoder, tuple(obs_dim), pixel_encoder_depth)
-            self.frame_encoder()  # a frame too small for the convolutions fails here, by name
             self.encoder, self.repr_dim = FlatFrames(), math.prod(obs_dim)
-        self.augment = (
-            RandomShift(pad=4) if self.pixels and self.frame_encoder is None else None
-        )  # DrQ-v2's pad
+        shared_encoder = self.pixels and self.frame_encoder is None
+        self.augment = RandomShift(pad=4) if shared_encoder else None  # DrQ-v2's pad
         self.reward_model = self.build_reward_model(reward_model, action_dim)
         if self.pixels and getattr(self.reward_model, "observe_pose", False):
             raise ValueError(

@@ -40,6 +40,10 @@ Families fit it as follows:
   ``update`` with a dataset sampler in place of ``replay``; they act online through the
   same ``act``.
 
+Evaluation (``urlb.measure.evaluate``) runs deterministic episodes from
+``agent.evaluation_state(num_envs)``: ``init_state`` unless the reward model has its own rule
+(URLB's DIAYN and SMM hold one skill for every evaluation episode).
+
 Rewards: during reward-free pretraining the loop calls ``agent.set_task(None)`` and updates
 train on ``intrinsic_reward(batch)``; at finetune time ``set_task(index)`` makes them train
 on that column of ``batch["task_reward"]`` alone (URLB: extrinsic reward only).
