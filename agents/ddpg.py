@@ -112,14 +112,17 @@ class DDPGAgent(ActorCriticAgent):
         reward_model=None,
         init_critic_target: bool = False,
         replay_skill: str = "acting",
+        self_reference=None,
     ):
-        super().__init__(obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic)
+        super().__init__(
+            obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic, self_reference
+        )
         if replay_skill not in REPLAY_SKILLS:
             raise ValueError(f"replay_skill must be one of {REPLAY_SKILLS}, got {replay_skill!r}")
         self.stddev, self.stddev_clip = stddev, stddev_clip
         self.init_critic_target = init_critic_target
         self.replay_skill = replay_skill
-        input_dim = self.repr_dim + self.skill_dim
+        input_dim = self.repr_dim + self.skill_dim + self.reference_dim
         width = feature_dim if self.pixels else None
         self.actor = DeterministicActor(input_dim, action_dim, hidden_dim, width)
         self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, self.critic_task_dim, width)
@@ -140,7 +143,8 @@ class DDPGAgent(ActorCriticAgent):
         rule = getattr(self.reward_model, "evaluation_state", None)
         if rule is None:
             return self.init_state(num_envs, device)
-        return TensorDict(rule(num_envs, device), batch_size=[num_envs], device=device)
+        state = TensorDict(rule(num_envs, device), batch_size=[num_envs], device=device)
+        return self.with_self_reference(state, num_envs, device)
 
     def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
         state = super().init_state(num_envs, device)
@@ -173,7 +177,7 @@ class DDPGAgent(ActorCriticAgent):
     # -- acting and learning ------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
-        dist = self.actor(self.inputs(self.encoder(observation), state), self.stddev)
+        dist = self.actor(self.act_inputs(observation, state, explore), self.stddev)
         return dist.sample(randomness=self.randomness) if explore else dist.mean
 
     def update_critic(self, observation, action, reward, discount, next_observation):

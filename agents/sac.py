@@ -229,8 +229,11 @@ class SACAgent(ActorCriticAgent):
         bootstrap_time_limits: bool = True,
         updates_per_frame: float | None = None,
         reward_model=None,
+        self_reference=None,
     ):
-        super().__init__(obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic)
+        super().__init__(
+            obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic, self_reference
+        )
         if num_critics < 2 or not (critic_subsample is None or 1 <= critic_subsample <= num_critics):
             raise ValueError(
                 f"num_critics={num_critics} must be >= 2 and critic_subsample={critic_subsample} "
@@ -244,7 +247,7 @@ class SACAgent(ActorCriticAgent):
         self.target_entropy = (
             -target_entropy_scale * float(action_dim) if target_entropy is None else target_entropy
         )
-        input_dim = self.repr_dim + self.skill_dim
+        input_dim = self.repr_dim + self.skill_dim + self.reference_dim
         width = feature_dim if self.pixels else None
         self.actor = GaussianActor(input_dim, action_dim, hidden_dim, width, actor_layout)
         task_dim = self.critic_task_dim
@@ -272,7 +275,7 @@ class SACAgent(ActorCriticAgent):
 
     @torch.no_grad()
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
-        inputs = self.inputs(self.encoder(observation), state)
+        inputs = self.act_inputs(observation, state, explore)
         if explore:
             return self.actor.sample(inputs, self.randomness)[0]
         return torch.tanh(self.actor(inputs)[0])

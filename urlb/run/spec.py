@@ -6,7 +6,8 @@ Every fact comes from one place: class attributes and class methods of the agent
 reward model (``nstep``, a skill model or not), and plain values of the config
 (``reward_model.observe_pose``). Nothing downstream looks an agent up by string again.
 
-Imports: agents.base (the interface) and Hydra's class lookup; no concrete agent by name.
+Imports: agents.base (the interface), the SR add-on class (agents.parts.self_reference) and Hydra's
+class lookup; no concrete agent by name.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from agents.base import Agent, RewardModel, SkillModel
+from agents.parts.self_reference import SelfReference
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,8 @@ def check_agent_config(config, where: str = "agent") -> None:
                 cls = get_class(target)
             except (ImportError, ValueError):
                 cls = None
-            if not (isinstance(cls, type) and issubclass(cls, Agent | RewardModel)):
-                raise ValueError(f"{where}._target_={target} is not an agent or reward model class")
+            if not (isinstance(cls, type) and issubclass(cls, Agent | RewardModel | SelfReference)):
+                raise ValueError(f"{where}._target_={target} is not an agent or reward model class (nor the SR add-on)")
         for key, value in config.items():
             if key.startswith("_") and key not in ("_target_", "_partial_"):
                 raise ValueError(
