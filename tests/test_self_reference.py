@@ -307,3 +307,48 @@ def test_sr_is_refused_on_pixels_and_when_it_does_not_fit(tmp_path, monkeypatch)
     with pytest.raises(OversizeError, match=r"self-reference .*agent.self_reference.context_size"):
         check_sizes(plan)
     assert reference_bytes(24, 100_000) == 100_000 * (96 + 17)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_resumed_sr_run_continues_exactly(tmp_path, monkeypatch):
+    """Crash an icm+sr pretraining right after its checkpoint at 400 frames, resume it (its
+    worlds' first episodes end at 500 frames, after the resume) and compare with an
+    uninterrupted run: the evaluation returns and every tensor of the final snapshot (bank,
+    query module, networks)."""
+    from urlb.loop.online import OnlineLoop
+    from urlb.run.pretrain import main as pretrain
+
+    def run(run_dir: Path, *extra: str):
+        overrides = ["agent=icm", *TINY, *SR_SMALL, "env=jaco", "protocol.pretrain_frames=600"]
+        overrides += ["protocol.snapshot_frames=[600]", "protocol.checkpoint_every_frames=200", *extra]
+        overrides.append(f"snapshot_root={run_dir / 'snap'}")
+        return pretrain(_with(composed("pretrain", *overrides), run_dir=str(run_dir / "run")), "icm+sr")
+
+    run(tmp_path / "whole")
+    save = OnlineLoop.save_checkpoint
+
+    def save_then_crash(loop):
+        save(loop)
+        if loop.frame >= 400:
+            raise Crash
+
+    monkeypatch.setattr(OnlineLoop, "save_checkpoint", save_then_crash)
+    with pytest.raises(Crash):
+        run(tmp_path / "killed")
+    monkeypatch.setattr(OnlineLoop, "save_checkpoint", save)
+    run(tmp_path / "killed", "resume=true")
+    returns = [
+        [json.loads(line)["return"] for line in (d / "run" / "eval.jsonl").read_text().splitlines()]
+        for d in (tmp_path / "whole", tmp_path / "killed")
+    ]
+    assert returns[0] == returns[1]
+    snapshots = [
+        torch.load(next((d / "snap").rglob("snapshot_600.pt")), weights_only=True)["agent"]
+        for d in (tmp_path / "whole", tmp_path / "killed")
+    ]
+    assert snapshots[0].keys() == snapshots[1].keys()
+    for key, value in snapshots[0].items():
+        assert torch.equal(value, snapshots[1][key]), key

@@ -46,7 +46,7 @@ def cosine_knn(
     keys = F.normalize(keys, dim=-1)
     indices, found = [], []
     for part in F.normalize(queries, dim=-1).split(chunk):
-        scores = (part @ keys.T).masked_fill(~valid, float("-inf"))
+        scores = (part @ keys.T).masked_fill_(~valid, float("-inf"))  # in place: no (chunk, C) copy
         top = scores.topk(k, dim=-1)
         indices.append(top.indices)
         found.append(torch.isfinite(top.values))

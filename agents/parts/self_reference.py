@@ -348,8 +348,8 @@ def reference_bytes(obs_dim: int, context_size: int) -> int:
 
 def reference_row_bytes(obs_dim: int, knn_chunk: int) -> int:
     """Device bytes per reference row while SR runs: the row itself, its normalised copy in the
-    search, and one float of the score matrix and of its masked copy per query of a chunk."""
-    return reference_bytes(obs_dim, 1) + 4 * obs_dim + 8 * knn_chunk
+    search, and one float of the score matrix per query of a chunk (masked in place)."""
+    return reference_bytes(obs_dim, 1) + 4 * obs_dim + 4 * knn_chunk
 
 
 def replay_extra_bytes(obs_dim: int) -> int:
