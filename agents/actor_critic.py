@@ -214,7 +214,7 @@ class ActorCriticAgent(Agent):
         observation = self.inputs(features, batch, reference)
         next_observation = self.inputs(batch["next_observation"], batch, next_reference)
         metrics |= reward_metrics
-        with self.stepping_encoder(learner == "critic"):
+        with self.stepping_encoder(learner == "critic"), self.stepping_self_reference():
             metrics |= self.update_critic(
                 observation, batch["action"], reward, batch["discount"], next_observation
             )
@@ -317,6 +317,17 @@ class ActorCriticAgent(Agent):
         """Encoder features ``(M, repr_dim)`` of observations ``(M, ...)``: no augmentation,
         no gradients, ``chunk`` frames at a time (APS's regression encodes thousands)."""
         return torch.cat([self.encoder(part) for part in observation.split(chunk)])
+
+    @contextlib.contextmanager
+    def stepping_self_reference(self):
+        """Step SR's attention on the gradients the critic's loss leaves in it (its reference
+        vector is part of the critic's input), as the encoder's optimiser is stepped."""
+        opt = self.self_reference.aggregator_opt if self.self_reference is not None else None
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        yield
+        if opt is not None:
+            opt.step()
 
     @contextlib.contextmanager
     def stepping_encoder(self, active: bool = True):

@@ -144,8 +144,13 @@ def test_checkpoint_round_trip_reproduces_the_next_update():
     torch.manual_seed(3)
     agent = small_agent()
     replay = filled(agent)
+    attention = agent.self_reference.aggregator.attention.out_proj.weight.clone()
+    query_mean = agent.self_reference.query_module.mean[0].weight.clone()
     for step in range(3):
         agent.update(replay, step)
+    # the critic's loss trains the attention; Eq. (1) the query module
+    assert not torch.equal(attention, agent.self_reference.aggregator.attention.out_proj.weight)
+    assert not torch.equal(query_mean, agent.self_reference.query_module.mean[0].weight)
     buffer = io.BytesIO()
     torch.save(agent.training_state(), buffer)
     buffer.seek(0)

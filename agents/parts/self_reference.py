@@ -170,6 +170,8 @@ class SelfReference(nn.Module):
         state_query_share: share of pretraining episodes that query with the state itself and
             do not train the query module (0.5).
         pretrain, finetune: use SR in that phase; false: ``u = 0`` there (Table 1's freeze).
+        lr: Adam rate of the attention and its encoders, which the critic's loss trains (the
+            backbone's lr: "updated through the RL learning objective").
         query_lr, query_hidden_dim, clip, value_coef, identity_coef, max_grad_norm: the query
             module's PPO (CleanRL's: 3e-4, 64, 0.2, 0.5, Eq. (1)'s 1, 0.5).
         knn_chunk: queries per similarity product (memory, not results).
@@ -187,6 +189,7 @@ class SelfReference(nn.Module):
         state_query_share: float = 0.5,
         pretrain: bool = True,
         finetune: bool = True,
+        lr: float = 1e-4,
         query_lr: float = 3e-4,
         query_hidden_dim: int = 64,
         clip: float = 0.2,
@@ -213,6 +216,7 @@ class SelfReference(nn.Module):
         self.bank = ReferenceBank(obs_dim, context_size)
         self.aggregator = ReferenceAggregator(obs_dim, dim, heads, length)
         self.query_module = QueryModule(obs_dim, query_hidden_dim)
+        self.aggregator_opt = torch.optim.Adam(self.aggregator.parameters(), lr=lr)
         self.query_opt = torch.optim.Adam(self.query_module.parameters(), lr=query_lr, eps=1e-5)
 
     def active(self, pretraining: bool) -> bool:
@@ -333,7 +337,7 @@ class SelfReference(nn.Module):
         return metrics | {"sr_query_share": weight.mean()}
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"query": self.query_opt}
+        return {"aggregator": self.aggregator_opt, "query": self.query_opt}
 
     def bank_bytes(self) -> int:
         """Bytes of the bank's buffers (a snapshot carries them)."""

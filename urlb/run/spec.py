@@ -121,7 +121,9 @@ def check_agent_config(config, where: str = "agent") -> None:
             except (ImportError, ValueError):
                 cls = None
             if not (isinstance(cls, type) and issubclass(cls, Agent | RewardModel | SelfReference)):
-                raise ValueError(f"{where}._target_={target} is not an agent or reward model class (nor the SR add-on)")
+                raise ValueError(
+                    f"{where}._target_={target} is not an agent or reward model class (nor the SR add-on)"
+                )
         for key, value in config.items():
             if key.startswith("_") and key not in ("_target_", "_partial_"):
                 raise ValueError(
