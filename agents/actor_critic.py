@@ -22,6 +22,11 @@ trains the encoder per update (:meth:`ActorCriticAgent.encoder_learner`): a rewa
 while pretraining when it ``trains_encoder`` (URLB's ICM, Disagreement, ProtoRL, APT), else
 the critic's; ``update_encoder=False`` freezes it. ``act`` encodes without augmentation.
 
+Self-Reference (``addon=sr``, ``agents/parts/self_reference.py``) composes onto either backbone:
+its reference vector joins the actor's and critic's input after the skill, the critic's loss
+trains its attention (:meth:`ActorCriticAgent.stepping_self_reference`), its query module takes
+one step after the actor, and the carried state, replay extras and transfer carry its parts.
+
 Imports: agents.base and agents.parts only.
 """
 

@@ -292,10 +292,15 @@ def test_sr_on_and_off_through_the_entry_points(tmp_path, agent, sr):
         assert not any(key.startswith("self_reference.") for key in stored)
 
 
-def test_sr_is_refused_on_pixels_and_when_it_does_not_fit(tmp_path, monkeypatch):
+def test_sr_is_refused_without_a_backbone_on_pixels_and_when_it_does_not_fit(tmp_path, monkeypatch):
     from urlb.run.build import check_sizes
     from urlb.run.plan import build_plan
 
+    cfg = composed("pretrain", "agent=dreamer", "addon=sr", *TINY, f"run_dir={tmp_path}/p")
+    with pytest.raises(
+        ValueError, match=r"dreamer \(DreamerAgent\) has no actor-critic backbone .* drop addon=sr"
+    ):
+        build_plan(cfg, "pretrain", "dreamer+sr")
     cfg = composed("pretrain", "agent=icm", "addon=sr", *TINY, "obs=pixels", f"run_dir={tmp_path}/p")
     with pytest.raises(ValueError, match="use obs=states or drop addon=sr"):
         build_plan(cfg, "pretrain", "icm+sr")

@@ -12,6 +12,7 @@ class lookup; no concrete agent by name.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,6 +86,11 @@ def agent_spec(name: str, config: DictConfig | Mapping) -> AgentSpec:
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
     cls = agent_class(config)
+    if config.get("self_reference") and "self_reference" not in inspect.signature(cls.__init__).parameters:
+        raise ValueError(
+            f"addon=sr composes onto the DDPG/SAC agents; {name.split('+')[0]} ({cls.__name__}) has "
+            "no actor-critic backbone to take it: drop addon=sr"
+        )
     model = reward_model_class(config)
     model_config = config.get("reward_model") or {}
     return AgentSpec(
