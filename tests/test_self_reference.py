@@ -116,6 +116,25 @@ def test_phase_switches_zero_the_reference_vector():
         SelfReference(obs_dim=(9, 84, 84))
 
 
+def test_hand_made_references_of_fig5():
+    """``uniform`` draws windows of retrievable rows only; ``noise`` is N(0, 1); neither queries."""
+    torch.manual_seed(1)
+    bank = ReferenceBank(obs_dim=1, capacity=6)
+    episode, row = bank.new_episodes(1), torch.full((1,), -1)
+    for t in range(4):
+        row = bank.write(torch.tensor([[float(t)]]), episode, row)
+    windows, found = bank.uniform(3, 5, length=2)
+    assert not found.any()  # nothing ended yet
+    bank.end_episodes(episode, torch.tensor([True]))
+    windows, found = bank.uniform(3, 5, length=2)
+    assert found.all() and set(windows[..., 0, 0].flatten().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    sr = SelfReference(obs_dim=1, neighbours=2, length=2, context_size=6, dim=4, heads=2, query="noise")
+    assert not sr.draw_learned(8, "cpu", pretraining=False).any()
+    assert sr.vector(torch.zeros(500, 1), torch.zeros(500, 1), True).std().item() == pytest.approx(
+        1.0, abs=0.1
+    )
+
+
 # -- checkpoint round trip ---------------------------------------------------------------------------
 def small_agent() -> DDPGAgent:
     model = lambda obs_dim, action_dim: ICM(obs_dim, action_dim, hidden_dim=16)  # noqa: E731
@@ -309,7 +328,7 @@ def test_sr_is_refused_without_a_backbone_on_pixels_and_when_it_does_not_fit(tmp
     monkeypatch.setattr(memory, "available_memory", lambda device: 400 * 2**20)
     cfg = composed("pretrain", "agent=icm", "addon=sr", *TINY, f"run_dir={tmp_path}/p", "env=walker")
     plan, _ = build_plan(_with(cfg, run_dir=str(tmp_path / "p")), "pretrain", "icm+sr")
-    check_sizes(plan)  # 1e5 states: about 0.23 GiB with the search's scratch
+    check_sizes(plan)  # 1e5 walker states: 123 MB with the search's scratch
     cfg = composed(
         "pretrain", "agent=icm", "addon=sr", *TINY, "env=walker", "agent.self_reference.context_size=1000000"
     )
