@@ -188,19 +188,8 @@ def test_checkpoint_round_trip_reproduces_the_next_update():
 
 
 ACTOR_CRITIC_AGENTS = [
-    "ddpg",
-    "icm",
-    "disagreement",
-    "rnd",
-    "icm_apt",
-    "apt",
-    "proto",
-    "smm",
-    "aps",
-    "cic",
-    "diayn",
-    "sac",
-    "metra",
+    *("ddpg", "icm", "disagreement", "rnd", "icm_apt", "apt", "proto", "smm", "aps", "cic", "diayn"),
+    *("sac", "diayn_paper", "metra", "metra_discrete"),
 ]
 
 
