@@ -277,6 +277,14 @@ def _with(cfg, **values):
     return cfg
 
 
+def test_default_run_folders_name_the_variant():
+    for addon, name in ((["addon=sr"], "icm+sr"), ([], "icm")):
+        cfg = composed("pretrain", "agent=icm", "env=walker", *addon)
+        assert cfg.run_dir == f"runs/pretrain/{name}/walker/seed_1"
+        cfg = composed("finetune", "agent=icm", "task=walker_run", "snapshot=2M", *addon)
+        assert cfg.run_dir.startswith(f"runs/finetune/{name}/walker_run/")
+
+
 SR_SMALL = ["addon=sr", "agent.self_reference.context_size=2000", "agent.self_reference.dim=8"]
 
 
