@@ -25,9 +25,9 @@ available on request"); this follows the journal text, equation by equation:
   ``query=noise`` (``u ~ N(0, 1)``).
 
 What the paper leaves open is an assumption named in docs/fidelity.md (U, heads, the encoders,
-the advantage estimator of PPO on replay minibatches).
+the advantage estimator of PPO on replay minibatches, the identity loss squared).
 
-Imports torch and agents.parts only.
+Imports torch, tensordict and agents.parts only.
 """
 
 from __future__ import annotations
