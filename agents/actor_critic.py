@@ -28,6 +28,11 @@ Q network (and its target) and the reward model encode them with encoders of the
 each trained by its network's loss (DreamerV2's/METRA's convolutions, ``pixel_encoder_depth``
 channels first). The reward model is built with ``frame_encoder``, a factory of such encoders.
 
+Self-Reference (``addon=sr``, ``agents/parts/self_reference.py``) composes onto either backbone:
+its reference vector joins the actor's and critic's input after the skill, the critic's loss
+trains its attention (:meth:`ActorCriticAgent.stepping_self_reference`), its query module takes
+one step after the actor, and the carried state, replay extras and transfer carry its parts.
+
 Imports: agents.base and agents.parts only.
 """
 
@@ -97,6 +102,9 @@ class ActorCriticAgent(Agent):
         pixel_encoders: ``shared`` (URLB's: one DrQ-v2 encoder) or ``per_network`` (module
             docstring); states ignore it.
         pixel_encoder_depth: ``per_network``: the first convolution's channels (METRA's 48).
+        self_reference: a callable ``(obs_dim=) -> SelfReference`` (``addon=sr``: a Hydra
+            partial, ``agents/parts/self_reference.py``) or None. Its reference vector is
+            appended to the actor's and critic's input after the skill; states only.
     """
 
     # The shared encoder's optimiser (URLB's ``encoder_opt``); None: no encoder to train
@@ -113,6 +121,7 @@ class ActorCriticAgent(Agent):
         init_critic: bool = True,
         pixel_encoders: str = "shared",
         pixel_encoder_depth: int = 48,
+        self_reference=None,
     ):
         super().__init__(obs_dim, action_dim)
         if pixel_encoders not in PIXEL_ENCODERS:
@@ -135,6 +144,9 @@ class ActorCriticAgent(Agent):
                 f"{type(self.reward_model).__name__}: observe_pose appends the global pose to state "
                 "observations; pixels have none (set reward_model.observe_pose=false)"
             )
+        if self_reference and self.pixels:
+            raise ValueError("addon=sr retrieves state vectors; use obs=states (or drop addon=sr)")
+        self.self_reference = self_reference(obs_dim=obs_dim) if self_reference else None
 
     def build_reward_model(self, reward_model, action_dim: int):
         """The reward model on what the backbone hands it: states, the shared encoder's
@@ -164,17 +176,73 @@ class ActorCriticAgent(Agent):
         model = self.reward_model
         return self.skill_dim if model is not None and model.successor_features else 0
 
-    def inputs(self, observation: torch.Tensor, carrier: TensorDict) -> torch.Tensor:
+    @property
+    def reference_dim(self) -> int:
+        """Size of Self-Reference's reference vector in the networks' input (0: no SR)."""
+        return self.self_reference.dim if self.self_reference is not None else 0
+
+    def inputs(
+        self, observation: torch.Tensor, carrier: TensorDict, reference: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Network input from an observation and its carried state or replay batch: the
-        skill is appended for skill agents."""
-        return torch.cat([observation, carrier["skill"]], dim=-1) if self.skill_dim else observation
+        skill is appended for skill agents, then SR's reference vector (``reference``, or at
+        ``act`` the one of the carried state's queries)."""
+        parts = [observation, carrier["skill"]] if self.skill_dim else [observation]
+        if self.self_reference is not None:
+            if reference is None:
+                reference = self.self_reference.vector(
+                    observation, carrier["sr_query"], self.task_index is None
+                )
+            parts.append(reference)
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else observation
 
     def adapt(self, replay, frame: int, state: TensorDict) -> TensorDict:
-        """As :meth:`Agent.adapt`, with the encoder mapping frames to what the model reads."""
+        """As :meth:`Agent.adapt`, with the encoder mapping frames to what the model reads;
+        SR stores the training worlds' new states (the online loop alone calls ``adapt``)."""
+        if self.self_reference is not None:
+            state = self.self_reference.record(state, state["sr_step"], self.task_index is None)
+            state = state.exclude("sr_step")
         if self.reward_model is None:
             return state
         encode = self.encode_observation if self.pixels else None
         return self.reward_model.adapt(replay, frame, state, self.task_index, encode=encode)
+
+    # -- carried state with Self-Reference ---------------------------------------------------------
+    def init_state(self, num_envs: int, device: torch.device | str = "cpu") -> TensorDict:
+        return self.with_self_reference(super().init_state(num_envs, device), num_envs, device)
+
+    def with_self_reference(self, state: TensorDict, num_envs: int, device) -> TensorDict:
+        """``state`` with SR's carried values (:meth:`SelfReference.init_state`) added."""
+        if self.self_reference is not None:
+            state.update(self.self_reference.init_state(num_envs, device, self.task_index is None))
+        return state
+
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """As :meth:`Agent.observe`; SR keeps the step's new states and done flags for
+        :meth:`adapt` (evaluation episodes, which are never adapted, stay out of its bank)."""
+        state = super().observe(state, step_output)
+        if self.self_reference is not None:
+            step = TensorDict(
+                {"next_observation": step_output["next_observation"], "done": step_output["done"]},
+                batch_size=state.batch_size,
+            )
+            state["sr_step"] = step
+        return state
+
+    def replay_extras(self, state: TensorDict) -> dict[str, torch.Tensor]:
+        extras = super().replay_extras(state)
+        if self.self_reference is not None:
+            extras |= self.self_reference.replay_extras(state)
+        return extras
+
+    def act_inputs(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
+        """The actor's input at ``act`` (no gradients): SR first chooses each world's query."""
+        features = self.encoder(observation)
+        if self.self_reference is not None:
+            self.self_reference.choose_queries(
+                features, state, explore and self.self_reference.active(self.task_index is None)
+            )
+        return self.inputs(features, state)
 
     # -- the update template -------------------------------------------------------------------
     def update(self, replay, step: int) -> dict[str, torch.Tensor]:
@@ -186,15 +254,30 @@ class ActorCriticAgent(Agent):
         reward, reward_metrics = self.reward(batch)
         learner = self.encoder_learner()
         features = batch["observation"].detach() if learner == "reward_model" else batch["observation"]
-        observation = self.inputs(features, batch)
-        next_observation = self.inputs(batch["next_observation"], batch)
+        reference, next_reference = self.references(batch)
+        observation = self.inputs(features, batch, reference)
+        next_observation = self.inputs(batch["next_observation"], batch, next_reference)
         metrics |= reward_metrics
-        with self.stepping_encoder(learner == "critic"):
+        with self.stepping_encoder(learner == "critic"), self.stepping_self_reference():
             metrics |= self.update_critic(
                 observation, batch["action"], reward, batch["discount"], next_observation
             )
         metrics |= self.update_actor(observation.detach(), step)
+        if self.self_reference is not None:
+            metrics |= self.self_reference.update(batch, reward.detach(), self.task_index is None)
         return metrics
+
+    def references(self, batch: TensorDict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """SR's reference vectors of a batch's states (with gradients: the critic's loss trains
+        the aggregator) and next states (without), or None without SR."""
+        if self.self_reference is None:
+            return None, None
+        queries, next_queries = self.self_reference.batch_queries(batch)
+        pretraining = self.task_index is None
+        reference = self.self_reference.vector(batch["observation"], queries, pretraining)
+        with torch.no_grad():
+            next_reference = self.self_reference.vector(batch["next_observation"], next_queries, pretraining)
+        return reference, next_reference
 
     @abc.abstractmethod
     def update_critic(self, observation, action, reward, discount, next_observation) -> dict:
@@ -283,6 +366,17 @@ class ActorCriticAgent(Agent):
         return torch.cat([self.encoder(part) for part in observation.split(chunk)])
 
     @contextlib.contextmanager
+    def stepping_self_reference(self):
+        """Step SR's attention on the gradients the critic's loss leaves in it (its reference
+        vector is part of the critic's input), as the encoder's optimiser is stepped."""
+        opt = self.self_reference.aggregator_opt if self.self_reference is not None else None
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        yield
+        if opt is not None:
+            opt.step()
+
+    @contextlib.contextmanager
     def stepping_encoder(self, active: bool = True):
         """Step the shared encoder's optimiser on the gradients the block's backward passes
         leave in the encoder (URLB zeroes ``encoder_opt`` before a loss and steps it after)."""
@@ -305,6 +399,7 @@ class ActorCriticAgent(Agent):
         the target critic stays the fresh one unless ``init_critic_target``. A reward model
         takes what it keeps (:meth:`RewardModel.transfer_from`: all of it, except where an
         option says otherwise) and is switched to finetuning."""
+        self.check_self_reference(pretrained)
         hard_update(self.encoder, pretrained.encoder)
         hard_update(self.actor, pretrained.actor)
         if self.init_critic:
@@ -316,3 +411,21 @@ class ActorCriticAgent(Agent):
         if self.reward_model is not None:
             self.reward_model.transfer_from(pretrained.reward_model)
             self.reward_model.finetune()
+        if self.self_reference is not None:
+            # Algorithm 1's finetuning start: the query module, its value, the aggregator and the
+            # reference set of pretraining (D_reference <- D_reference^PT); a fresh optimiser.
+            hard_update(self.self_reference, pretrained.self_reference)
+
+    def check_self_reference(self, pretrained: ActorCriticAgent) -> None:
+        """Refuse a transfer between an agent with SR and one without (their inputs differ)."""
+        if self.self_reference is not None and pretrained.self_reference is None:
+            raise ValueError(
+                "addon=sr finetunes a snapshot pretrained with addon=sr (its reference set); this "
+                "one has none: pretrain with addon=sr, or finetune without it"
+            )
+        if self.self_reference is None and pretrained.self_reference is not None:
+            raise ValueError("this snapshot was pretrained with addon=sr: finetune it with addon=sr")
+
+    def all_optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        extra = self.self_reference.optimisers() if self.self_reference is not None else {}
+        return super().all_optimisers() | {f"self_reference.{k}": v for k, v in extra.items()}

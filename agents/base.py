@@ -313,9 +313,8 @@ class Agent(nn.Module, abc.ABC):
         reward model's own rule where it has one (URLB's DIAYN and SMM hold one skill for
         every episode), else :meth:`init_state`."""
         held = self.reward_model.evaluation_state(num_envs, device) if self.reward_model is not None else None
-        if held is None:
-            return self.init_state(num_envs, device)
-        return TensorDict(held, batch_size=[num_envs], device=device)
+        state = self.init_state(num_envs, device)
+        return state if held is None else state.update(held)
 
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
         """The carried state after an env step (``step_output`` is ``env.step``'s TensorDict)."""

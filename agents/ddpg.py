@@ -112,14 +112,23 @@ class DDPGAgent(ActorCriticAgent):
         reward_model=None,
         init_critic_target: bool = False,
         replay_skill: str = "acting",
+        self_reference=None,
     ):
-        super().__init__(obs_dim, action_dim, reward_model, batch_size, critic_target_tau, init_critic)
+        super().__init__(
+            obs_dim,
+            action_dim,
+            reward_model,
+            batch_size,
+            critic_target_tau,
+            init_critic,
+            self_reference=self_reference,
+        )
         if replay_skill not in REPLAY_SKILLS:
             raise ValueError(f"replay_skill must be one of {REPLAY_SKILLS}, got {replay_skill!r}")
         self.stddev, self.stddev_clip = stddev, stddev_clip
         self.init_critic_target = init_critic_target
         self.replay_skill = replay_skill
-        input_dim = self.repr_dim + self.skill_dim
+        input_dim = self.repr_dim + self.skill_dim + self.reference_dim
         width = feature_dim if self.pixels else None
         self.actor = DeterministicActor(input_dim, action_dim, hidden_dim, width)
         self.critic = DoubleQCritic(input_dim, action_dim, hidden_dim, self.critic_task_dim, width)
@@ -164,7 +173,7 @@ class DDPGAgent(ActorCriticAgent):
     # -- acting and learning ------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
-        dist = self.actor(self.inputs(self.encoder(observation), state), self.stddev)
+        dist = self.actor(self.act_inputs(observation, state, explore), self.stddev)
         return dist.sample(randomness=self.randomness) if explore else dist.mean
 
     def update_critic(self, observation, action, reward, discount, next_observation):

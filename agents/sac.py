@@ -255,6 +255,7 @@ class SACAgent(ActorCriticAgent):
         pixel_encoders: str = "shared",
         pixel_encoder_depth: int = 48,
         reward_model=None,
+        self_reference=None,
     ):
         super().__init__(
             obs_dim,
@@ -263,8 +264,9 @@ class SACAgent(ActorCriticAgent):
             batch_size,
             critic_target_tau,
             init_critic,
-            pixel_encoders,
-            pixel_encoder_depth,
+            pixel_encoders=pixel_encoders,
+            pixel_encoder_depth=pixel_encoder_depth,
+            self_reference=self_reference,
         )
         if num_critics < 2 or not (critic_subsample is None or 1 <= critic_subsample <= num_critics):
             raise ValueError(
@@ -283,7 +285,7 @@ class SACAgent(ActorCriticAgent):
         self.target_entropy = (
             -target_entropy_scale * float(action_dim) if target_entropy is None else target_entropy
         )
-        input_dim = self.repr_dim + self.skill_dim
+        input_dim = self.repr_dim + self.skill_dim + self.reference_dim
         width = feature_dim if self.pixels else None
         frames = self.frame_encoder
         if frames is not None:
@@ -321,7 +323,7 @@ class SACAgent(ActorCriticAgent):
 
     @torch.no_grad()
     def act(self, observation: torch.Tensor, state: TensorDict, explore: bool) -> torch.Tensor:
-        inputs = self.inputs(self.encoder(observation), state)
+        inputs = self.act_inputs(observation, state, explore)
         if explore:
             return self.actor.sample(inputs, self.randomness)[0]
         return torch.tanh(self.actor(inputs)[0])

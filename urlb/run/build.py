@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from agents.parts.self_reference import reference_row_bytes, replay_extra_bytes
 from envs import make_env
 from envs.registry import resolve_backend
 from envs.tasks import DOMAINS, parse_task
@@ -148,6 +149,16 @@ def check_sizes(plan: DictConfig) -> None:
     if plan.phase == "pretrain" and getattr(plan, "dataset", None) is not None:
         check_needs(needs)  # a dataset agent: no replay
         return
+    self_reference = plan.agent.get("self_reference")
+    if self_reference:
+        # SR's reference set lives with the agent; its rows also bound the similarity search's
+        # scratch (scores and their masked copy for knn_chunk queries at a time).
+        agent_device = resolve_device(plan.device)
+        row = reference_row_bytes(_obs_dim(plan, domain), self_reference.knn_chunk)
+        setting = "agent.self_reference.context_size"
+        needs.append(
+            Need("self-reference", agent_device, self_reference.context_size, row, "states", setting)
+        )
     step = _step_bytes(plan, domain)
     transitions = math.ceil(plan.replay.capacity / protocol.num_envs) * protocol.num_envs
     per_transition = ReplayBuffer.bytes_per_transition(step, plan.obs.frame_stack if pixels else 1)
@@ -183,4 +194,12 @@ def _step_bytes(plan: DictConfig, domain) -> int:
     frames = 3 * plan.obs.size**2 if plan.obs.type == "pixels" else None  # uint8, the newest frame
     model = plan.agent.get("reward_model") or {}
     skill_dim = int(model.get("skill_dim", 0) or 0)
-    return step_bytes(domain, frames, observe_pose(plan), skill_dim, bool(plan.get("save_dataset")))
+    step = step_bytes(domain, frames, observe_pose(plan), skill_dim, bool(plan.get("save_dataset")))
+    if plan.agent.get("self_reference"):
+        step += replay_extra_bytes(_obs_dim(plan, domain))  # each transition's query and flags
+    return step
+
+
+def _obs_dim(plan: DictConfig, domain) -> int:
+    """The state size the agent reads (with the global pose when it observes it)."""
+    return domain.obs_dim + (domain.pose_dim if observe_pose(plan) else 0)

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from urlb.data.checkpoint import snapshot_directory
 from urlb.data.records import fsync_directory
 from urlb.measure.logging import write_run_info
+from urlb.run.resolvers import agent_label
 from urlb.run.schema import check_config
 from urlb.run.spec import AgentSpec, agent_spec
 
@@ -37,9 +38,10 @@ PIXEL_KEYS = ("size", "frame_stack", "action_repeat", "camera", "shadows")
 
 
 def hydra_agent_name() -> str:
-    """The agent's config name (``agent=<name>``), read once from Hydra's choices by the
-    entry points."""
-    return HydraConfig.get().runtime.choices["agent"]
+    """The agent's config name (``agent=<name>``), with its add-on (``addon=sr``: ``<name>+sr``),
+    read once from Hydra's choices by the entry points."""
+    choices = HydraConfig.get().runtime.choices
+    return agent_label(choices["agent"], choices.get("addon"))
 
 
 def build_plan(
@@ -93,6 +95,10 @@ def _adjust_for_pixels(plan: DictConfig, spec: AgentSpec, label: str) -> None:
     """Frames: refuse what nothing supports, then apply the agent's pixel needs."""
     if spec.pretrains_offline:
         raise ValueError(f"agent={spec.name} learns from state datasets; obs=pixels is not supported for it")
+    if plan.agent.get("self_reference"):
+        raise ValueError(
+            "addon=sr retrieves state vectors (the paper's key space); use obs=states or drop addon=sr"
+        )
     if plan.get("save_dataset"):
         raise ValueError(
             "save_dataset=true keeps state observations and physics states; use it with obs=states"

@@ -27,7 +27,15 @@ def obs_suffix(obs_type: str) -> str:
     return "" if obs_type == "states" else f"_{obs_type}"
 
 
+def agent_label(agent: str, addon: str | None = None) -> str:
+    """The name a run goes by: the agent's config name, with its add-on after a ``+``
+    (``icm+sr``), so records, folders, snapshots and reports tell the variants apart."""
+    return agent if addon in (None, "", "None", "null") else f"{agent}+{addon}"
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("agent_label"):
+        OmegaConf.register_new_resolver("agent_label", agent_label)
     if not OmegaConf.has_resolver("tag"):
         OmegaConf.register_new_resolver("tag", snapshot_tag)
     if not OmegaConf.has_resolver("obs_suffix"):

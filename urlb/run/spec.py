@@ -6,11 +6,13 @@ Every fact comes from one place: class attributes and class methods of the agent
 reward model (``nstep``, a skill model or not), and plain values of the config
 (``reward_model.observe_pose``). Nothing downstream looks an agent up by string again.
 
-Imports: agents.base (the interface) and Hydra's class lookup; no concrete agent by name.
+Imports: agents.base (the interface), the SR add-on class (agents.parts.self_reference) and Hydra's
+class lookup; no concrete agent by name.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from agents.base import Agent, RewardModel, SkillModel
+from agents.parts.self_reference import SelfReference
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,11 @@ def agent_spec(name: str, config: DictConfig | Mapping) -> AgentSpec:
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
     cls = agent_class(config)
+    if config.get("self_reference") and "self_reference" not in inspect.signature(cls.__init__).parameters:
+        raise ValueError(
+            f"addon=sr composes onto the DDPG/SAC agents; {name.split('+')[0]} ({cls.__name__}) has "
+            "no actor-critic backbone to take it: drop addon=sr"
+        )
     model = reward_model_class(config)
     model_config = config.get("reward_model") or {}
     return AgentSpec(
@@ -118,8 +126,10 @@ def check_agent_config(config, where: str = "agent") -> None:
                 cls = get_class(target)
             except (ImportError, ValueError):
                 cls = None
-            if not (isinstance(cls, type) and issubclass(cls, Agent | RewardModel)):
-                raise ValueError(f"{where}._target_={target} is not an agent or reward model class")
+            if not (isinstance(cls, type) and issubclass(cls, Agent | RewardModel | SelfReference)):
+                raise ValueError(
+                    f"{where}._target_={target} is not an agent or reward model class (nor the SR add-on)"
+                )
         for key, value in config.items():
             if key.startswith("_") and key not in ("_target_", "_partial_"):
                 raise ValueError(
