@@ -1,0 +1,98 @@
+"""Offline TD3 on one task's relabelled reward: the supervised ceiling of zero-shot agents.
+
+Yarats et al., "Don't Change the Algorithm, Change the Data: Exploratory Data for Offline
+Reinforcement Learning" (ExORL), 2022: a reward-free dataset relabelled with a task's reward
+and plain TD3 trained on it, no behaviour-cloning term. ExORL's TD3 is DrQ-v2's actor-critic
+on states, which is this project's DDPG backbone (``agents/ddpg.py``: clipped double Q, target
+policy noise, no target actor) with 1-step transitions:
+
+    Q_i(s, a) <- r_task(s, a, s') + g (1 - terminal) min_i Q'_i(s', pi(s') + clip(eps, c))
+    max_pi  min_i Q_i(s, pi(s) + clip(eps, c))
+
+It *is* the DDPG backbone (no copy of its update): pretraining (``pretrain.py agent=td3
+agent.task=walker_run dataset=<path>``) feeds DDPG's update the dataset's transitions with the
+task's column as reward and ``discount`` = g (0 past a terminal). ``zero_shot.py`` evaluates the
+snapshot on its task alone (``mode: offline`` records); ``finetune.py`` may finetune it online
+(DDPG's transfer).
+"""
+
+from __future__ import annotations
+
+from tensordict import TensorDict
+
+from agents.ddpg import DDPGAgent
+from urlb.data.datasets import DatasetSampler, task_column
+
+
+class DiscountedTransitions:
+    """A dataset sampler seen as a replay of 1-step transitions: ``sample`` adds ``discount``."""
+
+    def __init__(self, sampler, discount: float):
+        self.sampler, self.discount = sampler, discount
+
+    def sample(self, batch_size: int) -> TensorDict:
+        batch = self.sampler.sample(batch_size)
+        batch["discount"] = self.discount * (~batch["terminated"]).to(batch["observation"].dtype)
+        return batch
+
+
+class OfflineTD3Agent(DDPGAgent):
+    """DDPG's backbone trained offline on ``task``'s reward (ExORL's TD3). Defaults are ExORL's
+    (DrQ-v2's on states): hidden 1024, lr 1e-4, batch 1024, noise 0.2 clipped at 0.3, tau 0.01,
+    discount 0.99.
+
+    Args:
+        task: the task whose reward column trains the critic (required).
+        discount: g.
+        offline_updates: the offline budget (``offline.updates``).
+    """
+
+    pretrains_offline = True
+    infers_task = False  # zero_shot.py: evaluated on its own task
+
+    def __init__(
+        self,
+        obs_dim,
+        action_dim: int,
+        task: str | None = None,
+        hidden_dim: int = 1024,
+        lr: float = 1e-4,
+        batch_size: int = 1024,
+        stddev: float = 0.2,
+        stddev_clip: float = 0.3,
+        critic_target_tau: float = 0.01,
+        discount: float = 0.99,
+        offline_updates: int = 1_000_000,
+    ):
+        if not isinstance(obs_dim, int):
+            raise ValueError(
+                f"agent=td3 learns from state datasets; obs_dim={obs_dim} is frames: use obs=states"
+            )
+        super().__init__(
+            obs_dim,
+            action_dim,
+            hidden_dim=hidden_dim,
+            lr=lr,
+            batch_size=batch_size,
+            stddev=stddev,
+            stddev_clip=stddev_clip,
+            critic_target_tau=critic_target_tau,
+        )
+        self.task, self.discount, self.offline_updates = task, discount, offline_updates
+
+    def set_task(self, task_index: int | None) -> None:
+        """Offline pretraining (``None``) keeps the task's column, found at the first update."""
+        if task_index is not None:
+            self.task_index = task_index
+
+    def update(self, replay, step: int):
+        """DDPG's update on the dataset (a sampler) or, online, on the replay."""
+        if isinstance(replay, DatasetSampler):  # offline pretraining
+            if self.task is None:
+                raise ValueError(
+                    "agent=td3 trains on one task's reward: pass agent.task=<task>, e.g. walker_run"
+                )
+            columns = replay.fields["task_reward"].shape[1]
+            self.task_index = task_column(replay.meta, self.task, columns)
+            replay = DiscountedTransitions(replay, self.discount)
+        return super().update(replay, step)
