@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from tensordict import TensorDict
 
 from agents.parts.latent import (
-    ForwardMap,
     goal_distance_value,
     hilp_value_loss,
     mix_latents,

@@ -42,7 +42,7 @@ class OfflineTD3Agent(DDPGAgent):
     discount 0.99.
 
     Args:
-        task: the task whose reward column trains the critic (required).
+        task: the task whose reward column trains the critic (required: None is refused).
         discount: g.
         offline_updates: the offline budget (``offline.updates``).
     """
@@ -68,6 +68,8 @@ class OfflineTD3Agent(DDPGAgent):
             raise ValueError(
                 f"agent=td3 learns from state datasets; obs_dim={obs_dim} is frames: use obs=states"
             )
+        if task is None:
+            raise ValueError("agent=td3 trains on one task's reward: pass agent.task=<task>, e.g. walker_run")
         super().__init__(
             obs_dim,
             action_dim,
@@ -88,10 +90,6 @@ class OfflineTD3Agent(DDPGAgent):
     def update(self, replay, step: int):
         """DDPG's update on the dataset (a sampler) or, online, on the replay."""
         if isinstance(replay, DatasetSampler):  # offline pretraining
-            if self.task is None:
-                raise ValueError(
-                    "agent=td3 trains on one task's reward: pass agent.task=<task>, e.g. walker_run"
-                )
             columns = replay.fields["task_reward"].shape[1]
             self.task_index = task_column(replay.meta, self.task, columns)
             replay = DiscountedTransitions(replay, self.discount)

@@ -70,7 +70,7 @@ class LatentAgent(Agent):
     ):
         if not isinstance(obs_dim, int):
             raise ValueError(
-                f"{type(self).__name__} learns from state datasets; obs_dim={obs_dim} is frames: use obs=states"
+                f"{type(self).__name__} learns from state datasets, not frames {obs_dim}: use obs=states"
             )
         if not 0 <= mix_ratio <= 1 or z_dim < 1:
             raise ValueError(f"mix_ratio={mix_ratio} must lie in [0, 1] and z_dim={z_dim} be >= 1")

@@ -138,7 +138,7 @@ def zero_shot_from_config(cfg: DictConfig) -> list[dict]:
         base |= {"mode": "offline", "inference_samples": 0}
     else:
         raise ValueError(
-            f"agent={name} neither infers a task's z nor was trained on one task; finetune it with finetune.py"
+            f"agent={name} neither infers a task's z nor trained on one task; finetune it with finetune.py"
         )
     written = []
     for index, task in enumerate(tasks):
