@@ -57,6 +57,9 @@ class HILPAgent(LatentAgent):
         future, random_goal: goal sampling (``DatasetSampler.sample_with_goals``).
         feature_type: ``state`` (phi(s')) or ``diff`` (phi(s') - phi(s)).
         q_loss: regress F^T z rather than F.
+        copy_phi_targets: phi's targets start as copies of the phis; False (the reference's): they
+            start from their own random initialisation (the reference re-initialises every layer
+            after copying).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class HILPAgent(LatentAgent):
         random_goal: float = 0.375,
         feature_type: str = "state",
         q_loss: bool = False,
+        copy_phi_targets: bool = False,
         offline_updates: int = 1_000_000,
     ):
         if feature_type not in FEATURE_TYPES:
@@ -108,7 +112,8 @@ class HILPAgent(LatentAgent):
         self.feature_type, self.q_loss = feature_type, q_loss
         self.phis = torch.nn.ModuleList([state_map(obs_dim, phi_hidden_dim, z_dim) for _ in range(2)])
         self.phi_targets = torch.nn.ModuleList([state_map(obs_dim, phi_hidden_dim, z_dim) for _ in range(2)])
-        self.phi_targets.load_state_dict(self.phis.state_dict())
+        if copy_phi_targets:
+            self.phi_targets.load_state_dict(self.phis.state_dict())
         self.phi_targets.requires_grad_(False)
         self.register_buffer("running_mean", torch.zeros(z_dim))
         self.sf_opt = torch.optim.Adam(self.forward_map.parameters(), lr=lr)

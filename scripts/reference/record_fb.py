@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from record_urlb import OUT as DATA
-from record_urlb import Reference, audit_rng, git, prepare, scalar
+from record_urlb import Reference, audit_rng, prepare, scalar
 
 OUT = DATA / "fb"
 REFERENCE = Reference(
@@ -64,15 +64,13 @@ SETTINGS = dict(
 
 
 class Batch:
-    """What the reference's replay yields (``EpisodeBatch``'s fields the update reads)."""
+    """What the reference's replay yields: ``EpisodeBatch``'s fields the update reads (the
+    others None)."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
-        self.obs, self.action = torch.as_tensor(arrays["obs"]), torch.as_tensor(arrays["action"])
-        self.discount, self.next_obs = (
-            torch.as_tensor(arrays["discount"]),
-            torch.as_tensor(arrays["next_obs"]),
-        )
         self.goal = self.next_goal = self.future_obs = self.future_goal = None
+        for name, value in arrays.items():
+            setattr(self, name, torch.as_tensor(value))
 
     def to(self, device):
         return self
@@ -220,7 +218,6 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="the controllable_agent checkout")
     args = parser.parse_args()
     prepare(args.root, REFERENCE)
-    git(args.root, "rev-parse", "HEAD")
     record(
         args.root.resolve(),
         f"python scripts/reference/record_fb.py --root <checkout at {REFERENCE.commit[:7]}>",
