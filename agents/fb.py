@@ -16,8 +16,8 @@ z is ``sqrt(d) normalise(mean_i r_i B(s'_i))`` over reward-labelled dataset tran
 goal's is ``sqrt(d) normalise(B(g))``. B's output lies on the same sphere (``norm_z``).
 
 Settings are the reference's ``FBDDPGAgentConfig`` defaults (the config's header names each);
-each offline update is one of the reference's updates (it skips odd steps:
-``update_every_steps=2``; the budget here counts updates made). Parity:
+each offline update is one of the reference's updates: its 1M gradient steps make 500k updates
+(``update_every_steps=2`` skips odd steps), ``offline_updates`` counts updates made. Parity:
 ``tests/reference/test_fb_parity.py`` replays the reference's updates with its draws.
 """
 
@@ -72,10 +72,10 @@ class FBAgent(LatentAgent):
         stddev: float = 0.2,
         stddev_clip: float = 0.3,
         fb_target_tau: float = 0.01,
-        discount: float = 0.98,
+        discount: float = 0.99,
         mix_ratio: float = 0.5,
         ortho_coef: float = 1.0,
-        offline_updates: int = 1_000_000,
+        offline_updates: int = 500_000,
     ):
         super().__init__(
             obs_dim,

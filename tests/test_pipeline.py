@@ -294,7 +294,7 @@ def test_every_config_composes_and_instantiates(agent, env, preset):
         preset == "urlb" and agent in ZERO_SHOT
     ):  # FB's, HILP's and ExORL's references: 1024 wide, batch 1024
         assert cfg.agent.hidden_dim == 1024 and cfg.agent.batch_size == 1024
-        assert cfg.offline.updates == (500_000 if agent == "td3" else 1_000_000)  # ExORL: 500k
+        assert cfg.offline.updates == (1_000_000 if agent == "hilp" else 500_000)  # FB: 1M steps, every 2nd
     elif preset == "urlb":  # the published protocol, with each agent's published sizes
         assert cfg.protocol.finetune_frames == 100_000 and cfg.agent.hidden_dim == 1024
         assert cfg.protocol.snapshot_frames == [100_000, 500_000, 1_000_000, 2_000_000]
