@@ -217,6 +217,13 @@ def test_fb_pretrains_then_evaluates_zero_shot_on_every_task(tmp_path, dataset):
         assert record["pretrain_frames"] == 1000 and math.isfinite(record["return"])
     goals = json.loads((tmp_path / "zs" / "goals.json").read_text())["goals"]
     assert len(goals) == 1 and all(g["closest_distance"] <= g["start_distance"] for g in goals)
+    defaults = OmegaConf.load(ROOT / "configs" / "zero_shot.yaml")
+    for bad, error in (
+        ({"snapshot": str(snapshot), "eval_episodes": 0}, "eval_episodes=0"),
+        ({"snapshot": "x.pt"}, "not a file"),
+    ):
+        with pytest.raises((ValueError, FileNotFoundError), match=error):
+            zero_shot_from_config(OmegaConf.merge(defaults, bad))
     with pytest.raises(FileExistsError, match="choose another run_dir"):  # records are never appended to
         overrides = {
             "snapshot": str(snapshot),

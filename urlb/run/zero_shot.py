@@ -94,8 +94,21 @@ def reach_goals(env, agent, goals: torch.Tensor, seed: int) -> list[dict]:
     ]
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Every input error before anything is loaded, each one line naming the fix."""
+    for key, least in (("inference_samples", 1), ("eval_episodes", 1), ("goals", 0), ("seed", 0)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{key}={value!r}: use a whole number >= {least}")
+    if not Path(cfg.snapshot).is_file():
+        raise FileNotFoundError(
+            f"snapshot={cfg.snapshot} is not a file; pass a snapshot_<updates>.pt that pretrain.py wrote"
+        )
+
+
 def zero_shot_from_config(cfg: DictConfig) -> list[dict]:
     """``zero_shot.py``: evaluate the snapshot; returns the records written."""
+    check_config(cfg)
     path = Path(cfg.snapshot)
     settings = OmegaConf.create({key: cfg[key] for key in ("threads", "backend", "device", "seed")})
     device = prepare_process(OmegaConf.merge(settings, {"num_envs": cfg.eval_episodes}))  # threads, seed
