@@ -118,6 +118,14 @@ class LatentAgent(Agent):
             z = on_sphere(torch.randn(num_envs, self.z_dim, device=device))
         return TensorDict({"z": z}, batch_size=[num_envs], device=device)
 
+    def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
+        """A fresh z where an episode ended (unless z is fixed)."""
+        if bool(self.latent_is_fixed):
+            return state
+        fresh = on_sphere(torch.randn_like(state["z"]))
+        state["z"] = torch.where(step_output["done"][:, None], fresh, state["z"])
+        return state
+
     @torch.no_grad()
     def act(self, observation, state: TensorDict, explore: bool) -> torch.Tensor:
         dist = self.actor(observation, state["z"], self.stddev)

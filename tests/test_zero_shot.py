@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tensordict import TensorDict
 from test_pipeline import ROOT, entry, snapshot_file
 
 from agents.fb import FBAgent
@@ -147,9 +148,15 @@ def test_agents_update_infer_and_reach_goals(cls, dataset):
         fields["observation"][:100], fields["next_observation"][:100], fields["task_reward"][:100, 0]
     )
     assert z.shape == (8,) and float(z.norm()) == pytest.approx(math.sqrt(8), rel=1e-5)
+    drawn = agent.init_state(2)
+    done = TensorDict({"done": torch.tensor([True, False])}, batch_size=[2])
+    redrawn = agent.observe(drawn.clone(), done)  # a fresh z where the episode ended
+    assert not torch.equal(redrawn["z"][0], drawn["z"][0]) and torch.equal(redrawn["z"][1], drawn["z"][1])
     agent.fix_latent(z)
     state = agent.init_state(3)
     assert torch.equal(state["z"], z.expand(3, -1))
+    ended = TensorDict({"done": torch.ones(3, dtype=torch.bool)}, batch_size=[3])
+    assert torch.equal(agent.observe(state.clone(), ended)["z"], state["z"])  # a fixed z stays
     goals = agent.goal_latent(fields["observation"][:3], fields["observation"][10:13])
     assert (
         goals.shape == (3, 8) and agent.act(fields["observation"][:3], state, explore=False).abs().max() <= 1
