@@ -20,8 +20,8 @@ is the least-squares regression of its rewards on phi_t, normalised; a goal's is
 
 Settings are the reference's (``SFAgentConfig`` and the README's walker command; the config's
 header names each). ``q_loss=true`` regresses F^T z on its target instead of F (the README's
-quadruped and jaco runs). Not checked against the reference by a recorded fixture (see
-docs/fidelity.md).
+quadruped and jaco runs). Parity: ``tests/reference/test_hilp_parity.py`` replays the
+reference's updates with its draws (departures: docs/fidelity.md).
 """
 
 from __future__ import annotations
