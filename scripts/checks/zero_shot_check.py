@@ -150,8 +150,9 @@ def main() -> None:
     parser.add_argument("--reuse-dataset", action="store_true", help="keep --out's explorer and dataset")
     args = parser.parse_args()
     out, started = args.out, time.perf_counter()
-    snapshots, dataset = out / "snapshots", out / "dataset"
-    kept = ("explore", "explore.log", "dataset", "collect.log", "snapshots")
+    # the dataset's folder name labels the report's zero-shot rows: say what collected it
+    snapshots, dataset = out / "snapshots", out / f"{args.domain}_{args.explorer}_{args.dataset_frames}"
+    kept = ("explore", "explore.log", dataset.name, "collect.log", "snapshots")
     reuse = args.reuse_dataset and dataset.exists()
     fresh(*(path for path in (out.glob("*") if out.exists() else ()) if not (reuse and path.name in kept)))
     fresh(*(snapshots / agent for agent in CPU_MODEL))
