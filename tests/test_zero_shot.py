@@ -32,6 +32,7 @@ from agents.parts.latent import (
 from agents.td3 import OfflineTD3Agent
 from urlb.data.datasets import DatasetSampler
 from urlb.report.report import build_report, markdown
+from urlb.report.runs import ReportError
 from urlb.run.zero_shot import zero_shot_from_config
 
 JACO_TASKS = {f"jaco_reach_{c}" for c in ("top_left", "top_right", "bottom_left", "bottom_right")}
@@ -269,3 +270,18 @@ def test_offline_td3_and_the_report_rows(tmp_path, dataset):
     )
     assert set(report.methods) == {"td3 (offline; jaco_random)", "fb (zero-shot; jaco_random)", "ddpg"}
     assert "fb (zero-shot; jaco_random)" in markdown(report)
+
+
+def test_a_zero_shot_row_refuses_mixed_budgets(tmp_path):
+    """One row per agent and dataset: two pretraining budgets in it are refused, unless grouped."""
+    base = {"agent": "hilp", "domain": "walker", "task": "walker_run", "frames": 0, "return": 20.0}
+    base |= {"normalised_score": 0.02, "pretrain_frames": 40_000, "finetune_frames": 0, "phase": "zero_shot"}
+    base |= {"mode": "zero-shot", "dataset": "walker_rnd_40000"}
+    for seed, updates in ((1, 3000), (2, 6000)):
+        (tmp_path / str(seed)).mkdir()
+        record = base | {"seed": seed, "snapshot_frames": updates}
+        (tmp_path / str(seed) / "eval.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(ReportError, match="hilp \\(zero-shot; walker_rnd_40000\\) mixes snapshot_frames"):
+        build_report([tmp_path], reps=100, improvement_reps=20)
+    grouped = build_report([tmp_path], group_by=["snapshot_frames"], reps=100, improvement_reps=20)
+    assert len(grouped.methods) == 2
