@@ -58,7 +58,8 @@ def snapshot_file(root: Path, agent: str, domain: str, frames: int, seed: int = 
 AGENTS = ["ddpg", "sac", "diayn", "diayn_paper", "metra", "metra_discrete"]
 BASELINES = ["icm", "disagreement", "rnd", "icm_apt", "apt", "proto", "smm", "aps", "cic"]
 WORLD_MODELS = ["dreamer", "plan2explore", "dreamer_rnd", "dreamer_apt"]
-OFFLINE = ["pdt", "supe"]  # dataset agents: pretrain.py ... dataset=<path>
+OFFLINE = ["pdt", "supe", "fb", "hilp", "td3"]  # dataset agents: pretrain.py ... dataset=<path>
+ZERO_SHOT = ["fb", "hilp", "td3"]  # evaluated by zero_shot.py (tests/test_zero_shot.py)
 
 
 def test_every_agent_pretrains_then_finetunes(tmp_path):
@@ -267,7 +268,10 @@ def test_every_config_composes_and_instantiates(agent, env, preset):
     register_resolvers()
     dims = {"walker": (24, 6), "quadruped": (78, 12), "jaco": (55, 9)}[env]
     with initialize_config_dir(config_dir=CONFIGS, version_base=None):
-        cfg = compose("pretrain", overrides=[f"agent={agent}", f"env={env}", f"preset={preset}"])
+        task_option = ["agent.task=walker_run"] if agent == "td3" else []  # TD3 trains on one task's reward
+        cfg = compose(
+            "pretrain", overrides=[f"agent={agent}", f"env={env}", f"preset={preset}", *task_option]
+        )
         if preset != "urlb" or env == "walker":  # 1024-wide inits are slow; the sizes do not vary by env
             built = instantiate(cfg.agent, obs_dim=dims[0], action_dim=dims[1])
             assert built.actor is not None
@@ -286,6 +290,11 @@ def test_every_config_composes_and_instantiates(agent, env, preset):
     elif preset == "urlb" and agent == "supe":  # SUPE's reference: 256 wide, 256 segments of 4 steps
         assert cfg.agent.hidden_dim == 256 and cfg.agent.batch_size == 256 and cfg.agent.horizon == 4
         assert cfg.agent.dataset is None and fine.agent.dataset is None
+    elif (
+        preset == "urlb" and agent in ZERO_SHOT
+    ):  # FB's, HILP's and ExORL's references: 1024 wide, batch 1024
+        assert cfg.agent.hidden_dim == 1024 and cfg.agent.batch_size == 1024
+        assert cfg.offline.updates == (1_000_000 if agent == "hilp" else 500_000)  # FB: 1M steps, every 2nd
     elif preset == "urlb":  # the published protocol, with each agent's published sizes
         assert cfg.protocol.finetune_frames == 100_000 and cfg.agent.hidden_dim == 1024
         assert cfg.protocol.snapshot_frames == [100_000, 500_000, 1_000_000, 2_000_000]

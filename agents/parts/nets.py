@@ -84,6 +84,14 @@ class Randomness:
         """``torch.multinomial(probs, num_samples)``: indices ``(*probs.shape[:-1], num_samples)``."""
         return torch.multinomial(probs, num_samples)
 
+    def uniform(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Uniform draws in [0, 1) of ``shape`` with ``like``'s dtype and device."""
+        return torch.rand(shape, dtype=like.dtype, device=like.device)
+
+    def permutation(self, size: int, device) -> torch.Tensor:
+        """A random permutation of ``0 .. size - 1`` (int64)."""
+        return torch.randperm(size, device=device)
+
 
 TORCH_RANDOMNESS = Randomness()
 

@@ -295,6 +295,27 @@ class DatasetSampler:
         rows = torch.randint(0, len(self), (batch_size,), generator=generator, device=self.device)
         return self._gather(rows)
 
+    def sample_with_goals(
+        self, batch_size: int, future: float, random_goal: float, generator: torch.Generator | None = None
+    ) -> TensorDict:
+        """``batch_size`` rows drawn uniformly, each with a ``goal`` observation: the observation
+        ``k ~ Geometric(1 - future)`` rows later in its episode (at most its last row), or with
+        probability ``random_goal`` any row's (HILP's goals, Park et al. 2024, whose replay
+        draws them so). A TensorDict of batch size ``(B,)``."""
+        if not 0 <= future < 1 or not 0 <= random_goal <= 1:
+            raise ValueError(f"future={future} must lie in [0, 1) and random_goal={random_goal} in [0, 1]")
+        self._check_generator(generator)
+        rows = torch.randint(0, len(self), (batch_size,), generator=generator, device=self.device)
+        uniform = torch.rand(batch_size, generator=generator, device=self.device).clamp(min=1e-12)
+        # k - 1 = floor(log U / log future) is Geometric(1 - future) on {0, 1, ...}
+        offset = 1 + torch.floor(uniform.log() / torch.log(torch.tensor(future, device=self.device)))
+        future_rows = torch.minimum(rows + offset.long(), self._episode_end[rows] - 1)
+        anywhere = torch.randint(0, len(self), (batch_size,), generator=generator, device=self.device)
+        pick = torch.rand(batch_size, generator=generator, device=self.device) < random_goal
+        batch = self._gather(rows)
+        batch["goal"] = self.fields["observation"][torch.where(pick, anywhere, future_rows)]
+        return batch
+
     def sample_windows(
         self, batch_size: int, length: int, generator: torch.Generator | None = None
     ) -> TensorDict:

@@ -67,6 +67,11 @@ class Run:
     snapshot_frames: int | None
     finetune_frames: int
     evaluations: dict[int, dict] = field(default_factory=dict)
+    # Runs without online finetuning (``zero_shot.py``): ``zero-shot`` (z inferred from the
+    # dataset's rewards) or ``offline`` (trained on the task's relabelled reward), and the
+    # dataset's name; None for finetuning runs.
+    mode: str | None = None
+    dataset: str | None = None
 
     def protocol(self, name: str) -> int | None:
         return getattr(self, name)
@@ -79,6 +84,8 @@ class Run:
             self.pretrain_frames,
             self.snapshot_frames,
             self.finetune_frames,
+            self.mode,
+            self.dataset,
         )
 
     def describe(self) -> str:
@@ -155,6 +162,8 @@ def read_runs(paths: Iterable[Path | str], skip_bad_lines: bool = False) -> tupl
                 record["pretrain_frames"],
                 record["snapshot_frames"],
                 int(record["finetune_frames"]),
+                mode=record.get("mode"),
+                dataset=record.get("dataset"),
             )
             key = run.identity()
             if key in owner and owner[key] != path:
@@ -197,7 +206,12 @@ def read_runs(paths: Iterable[Path | str], skip_bad_lines: bool = False) -> tupl
 
 # -- methods and protocols ----------------------------------------------------------------------
 def method_name(run: Run, group_by: Sequence[str]) -> str:
-    name = run.agent if run.snapshot_frames is not None else f"{run.agent} (scratch)"
+    """``ddpg``, ``ddpg (scratch)``, or for runs without finetuning ``fb (zero-shot; <dataset>)``
+    and ``td3 (offline; <dataset>)``; then the protocol values grouped by."""
+    if run.mode is not None:
+        name = f"{run.agent} ({run.mode}; {run.dataset})"
+    else:
+        name = run.agent if run.snapshot_frames is not None else f"{run.agent} (scratch)"
     grouped = [f"{_SHORT[name_]} {frames_text(run.protocol(name_))}" for name_ in group_by]
     return f"{name} [{', '.join(grouped)}]" if grouped else name
 
@@ -207,10 +221,21 @@ def check_protocols(runs: Sequence[Run], group_by: Sequence[str]) -> None:
     unknown = [name for name in group_by if name not in PROTOCOL_FIELDS]
     if unknown:
         raise ReportError(f"cannot group by {unknown}; protocol fields are {', '.join(PROTOCOL_FIELDS)}")
+    for run_name, group in _unfinetuned_methods(runs, group_by).items():
+        for name in ("pretrain_frames", "snapshot_frames"):
+            values = {run.protocol(name) for run in group}
+            if len(values) > 1:
+                raise ReportError(
+                    f"{run_name} mixes {name} {' vs '.join(map(frames_text, sorted(values)))}; "
+                    f"report like with like, or pass --group-by {name}"
+                )
+    finetuned = [run for run in runs if run.mode is None]  # runs without finetuning: their own rows
     for name in PROTOCOL_FIELDS:
         if name in group_by:
             continue
-        considered = [run for run in runs if name == "finetune_frames" or run.snapshot_frames is not None]
+        considered = [
+            run for run in finetuned if name == "finetune_frames" or run.snapshot_frames is not None
+        ]
         agents_by_value: dict = defaultdict(set)
         for run in considered:
             agents_by_value[run.protocol(name)].add(run.agent)
@@ -225,3 +250,12 @@ def check_protocols(runs: Sequence[Run], group_by: Sequence[str]) -> None:
                 f"records mix protocols: {name} {values}; report like with like, "
                 f"or pass --group-by {name} to make each value its own rows"
             )
+
+
+def _unfinetuned_methods(runs: Sequence[Run], group_by: Sequence[str]) -> dict[str, list[Run]]:
+    """Zero-shot and offline runs by method (each is its own labelled row)."""
+    methods: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.mode is not None:
+            methods[method_name(run, group_by)].append(run)
+    return methods

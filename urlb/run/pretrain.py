@@ -48,7 +48,7 @@ def main(cfg: DictConfig, name: str | None = None) -> dict:
     if plan.dataset is not None:
         raise ValueError(
             f"agent={spec.name} pretrains online and reads no dataset; drop dataset={plan.dataset} "
-            "(dataset agents: pdt, supe)"
+            "(dataset agents: pdt, supe, fb, hilp, td3)"
         )
     return pretrain(plan, spec)
 

@@ -1,0 +1,200 @@
+"""Zero-shot behaviour foundation models end to end on one domain (a script, not a test; about
+25 minutes on one CPU core at the defaults): an exploration agent's reward-free dataset, FB and
+HILP pretrained on it and evaluated zero-shot on every task, beside offline TD3 trained on each
+task's relabelled reward (ExORL's supervised ceiling) and a uniformly random policy.
+
+Through the real entry points:
+
+1. ``pretrain.py`` trains an exploration agent (RND by default) without reward on the domain;
+2. ``collect.py policy=snapshot`` writes a reward-free dataset with its exploration policy;
+3. ``pretrain.py agent=fb|hilp dataset=...`` pretrains each for ``--offline-updates``, and
+   ``pretrain.py agent=td3 agent.task=<task>`` trains TD3 on each task's reward for as many;
+4. ``zero_shot.py snapshot=...`` infers each task's z from ``--inference-samples`` reward-labelled
+   dataset transitions and evaluates it (FB, HILP), or evaluates TD3 on its task.
+
+On a CPU the networks are scaled down (``--cpu-model``: 256 wide, 128-wide embeddings, batch
+256; the papers': 1024 / 512, batch 1024) and every budget is a small fraction of the papers'
+(ExORL: 10M-transition datasets, 1M updates): at this budget the ordering of methods is what can
+be read, not the papers' returns.
+
+    nice -n 10 python scripts/checks/zero_shot_check.py
+    python scripts/checks/zero_shot_check.py --reuse-dataset   # keep --out's explorer and dataset
+
+Writes ``<out>/summary.json``, ``<out>/table.md`` and ``<out>/returns.csv``; the runs, logs,
+snapshots and the dataset are under ``<out>``; ``python scripts/compare.py <out>/zero_shot``
+makes the IQM report of the zero-shot and offline rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from harness import ROOT, fresh, parallel, records, run, small_cpu, write_summary
+
+CPU_MODEL = {
+    "fb": [
+        "agent.hidden_dim=256",
+        "agent.feature_dim=128",
+        "agent.backward_hidden_dim=256",
+        "agent.batch_size=256",
+    ],
+    "hilp": [
+        "agent.hidden_dim=256",
+        "agent.feature_dim=128",
+        "agent.phi_hidden_dim=256",
+        "agent.batch_size=256",
+    ],
+    "td3": ["agent.hidden_dim=256", "agent.batch_size=256"],
+}
+COMMON = ["backend=cpu", "device=cpu", "threads=1", "console=false", "tensorboard=false"]
+
+
+def explore_and_collect(args, snapshots: Path, dataset: Path) -> None:
+    """Steps 1 and 2: the explorer's reward-free pretraining, then its dataset."""
+    out = args.out
+    explore = [
+        f"agent={args.explorer}",
+        f"env={args.domain}",
+        f"seed={args.seed}",
+        f"protocol.pretrain_frames={args.explore_frames}",
+        f"protocol.snapshot_frames=[{args.explore_frames}]",
+        f"protocol.eval_every_frames={args.explore_frames}",
+        "skill_eval.rollouts=0",
+        f"snapshot_root={snapshots}",
+        f"run_dir={out / 'explore'}",
+    ]
+    run("pretrain.py", [*small_cpu(args.seed_frames), *explore], out / "explore.log")
+    (snapshot,) = (snapshots / args.explorer / args.domain / f"seed_{args.seed}").glob(
+        f"*/snapshot_{args.explore_frames}.pt"
+    )
+    collect = [
+        f"env={args.domain}",
+        "policy=snapshot",
+        f"snapshot={snapshot}",
+        f"frames={args.dataset_frames}",
+    ]
+    collect += [f"seed={args.seed}", f"out={dataset}", "backend=cpu", "device=cpu", "threads=1"]
+    run("collect.py", collect, out / "collect.log")
+
+
+def pretrain_and_evaluate(agent: str, task: str | None, args, snapshots: Path, dataset: Path) -> list[dict]:
+    """Steps 3 and 4 for one agent (``task``: TD3's training task, None for the zero-shot ones)."""
+    out, updates = args.out, args.offline_updates
+    name = agent if task is None else f"{agent}_{task}"
+    pretrain = [f"agent={agent}", f"env={args.domain}", f"seed={args.seed}", f"dataset={dataset}"]
+    pretrain += [f"offline.updates={updates}", f"offline.snapshot_updates=[{updates}]"]
+    pretrain += [f"offline.eval_every_updates={updates}", f"offline.checkpoint_every_updates={updates}"]
+    pretrain += [
+        "protocol.eval_episodes=2",
+        f"snapshot_root={snapshots}",
+        f"run_dir={out / 'pretrain' / name}",
+    ]
+    pretrain += [] if task is None else [f"agent.task={task}"]
+    started = time.perf_counter()
+    run("pretrain.py", [*COMMON, *pretrain, *CPU_MODEL[agent]], out / f"{name}.log")
+    found = (snapshots / agent / args.domain / f"seed_{args.seed}").glob(f"*/snapshot_{updates}.pt")
+    # TD3 has one configuration folder per task: this task's
+    (snapshot,) = [
+        p
+        for p in found
+        if task is None or task == json.loads((p.parent / "config.json").read_text())["agent"]["task"]
+    ]
+    zero_shot = [f"snapshot={snapshot}", f"inference_samples={args.inference_samples}"]
+    zero_shot += [
+        f"eval_episodes={args.eval_episodes}",
+        f"seed={args.seed}",
+        f"run_dir={out / 'zero_shot' / name}",
+    ]
+    zero_shot += [f"goals={args.goals if task is None else 0}", "backend=cpu", "device=cpu", "threads=1"]
+    run("zero_shot.py", zero_shot, out / f"{name}.log")
+    minutes = (time.perf_counter() - started) / 60
+    return [r | {"minutes": minutes} for r in records(out / "zero_shot" / name)]
+
+
+def random_returns(args) -> dict[str, float]:
+    """A uniformly random policy's mean return per task over ``--eval-episodes`` episodes."""
+    import torch
+
+    from envs import make_env
+
+    torch.set_num_threads(1)
+    env = make_env(args.domain, args.eval_episodes, backend="cpu", device="cpu", seed=args.seed)
+    env.reset(seed=args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    totals = torch.zeros(args.eval_episodes, len(env.task_names))
+    for _ in range(env.episode_steps):
+        td = env.step(torch.rand(args.eval_episodes, env.action_dim, generator=generator) * 2 - 1)
+        totals += td["task_reward"]
+    return dict(zip(env.task_names, totals.mean(0).tolist(), strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--explorer", default="rnd", help="the agent whose exploration policy collects")
+    parser.add_argument("--domain", default="walker")
+    parser.add_argument("--explore-frames", type=int, default=8_000)
+    parser.add_argument("--dataset-frames", type=int, default=40_000)
+    parser.add_argument("--offline-updates", type=int, default=3_000)
+    parser.add_argument("--inference-samples", type=int, default=10_000)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--goals", type=int, default=5, help="goal-reaching episodes of FB and HILP")
+    parser.add_argument("--seed-frames", type=int, default=2_000, help="the explorer's random-action frames")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zero_shot_check")
+    parser.add_argument("--reuse-dataset", action="store_true", help="keep --out's explorer and dataset")
+    args = parser.parse_args()
+    out, started = args.out, time.perf_counter()
+    # the dataset's folder name labels the report's zero-shot rows: say what collected it
+    snapshots, dataset = out / "snapshots", out / f"{args.domain}_{args.explorer}_{args.dataset_frames}"
+    kept = ("explore", "explore.log", dataset.name, "collect.log", "snapshots")
+    reuse = args.reuse_dataset and dataset.exists()
+    fresh(*(path for path in (out.glob("*") if out.exists() else ()) if not (reuse and path.name in kept)))
+    fresh(*(snapshots / agent for agent in CPU_MODEL))
+    out.mkdir(parents=True, exist_ok=True)
+    if not reuse:
+        explore_and_collect(args, snapshots, dataset)
+    from envs.tasks import domain_tasks
+
+    tasks = list(domain_tasks(args.domain))
+    calls = [
+        lambda agent=agent: pretrain_and_evaluate(agent, None, args, snapshots, dataset)
+        for agent in ("fb", "hilp")
+    ]
+    calls += [
+        lambda task=task: pretrain_and_evaluate("td3", task, args, snapshots, dataset) for task in tasks
+    ]
+    results = [record for found in parallel(calls, args.jobs) for record in found]
+    random = random_returns(args)
+
+    def cell(agent: str, task: str) -> str:
+        (found,) = [r for r in results if r["agent"] == agent and r["task"] == task]
+        return f"{found['return']:.0f}"
+
+    header = [
+        "task",
+        "FB (zero-shot)",
+        "HILP (zero-shot)",
+        "TD3 (offline, on the task's reward)",
+        "random policy",
+    ]
+    rows = [
+        [task, cell("fb", task), cell("hilp", task), cell("td3", task), f"{random[task]:.0f}"]
+        for task in tasks
+    ]
+    minutes = {
+        agent: sum({r["minutes"] for r in results if r["agent"] == agent}) for agent in ("fb", "hilp", "td3")
+    }
+    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "random": random}
+    summary["minutes_per_agent"] = minutes
+    print(write_summary(out, summary, {"returns": (header, rows)}, started))
+    print(f"wrote {out / 'summary.json'} ({(time.perf_counter() - started) / 60:.0f} min)")
+
+
+if __name__ == "__main__":
+    main()
