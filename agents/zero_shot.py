@@ -86,6 +86,11 @@ class LatentAgent(Agent):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
         self.register_buffer("fixed_latent", torch.zeros(z_dim))
         self.register_buffer("latent_is_fixed", torch.zeros((), dtype=torch.bool))
+        self._fixed = False  # host mirror of latent_is_fixed: observe() runs every step, no sync
+        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_fixed())
+
+    def _sync_fixed(self) -> None:
+        self._fixed = bool(self.latent_is_fixed)
 
     # -- latents ---------------------------------------------------------------------------------
     def sample_latents(self, num: int, like: torch.Tensor) -> torch.Tensor:
@@ -96,9 +101,11 @@ class LatentAgent(Agent):
         """Act with ``z`` ``(z_dim,)`` in every world from now on (None: draw z per episode again)."""
         if z is None:
             self.latent_is_fixed.fill_(False)
+            self._fixed = False
             return
         self.fixed_latent.copy_(z.reshape(self.z_dim))
         self.latent_is_fixed.fill_(True)
+        self._fixed = True
 
     @abc.abstractmethod
     def infer_latent(self, observation, next_observation, reward) -> torch.Tensor:
@@ -112,7 +119,7 @@ class LatentAgent(Agent):
     def init_state(self, num_envs: int, device="cpu") -> TensorDict:
         """Per world, its z: the fixed one, else a draw on the sphere (one per episode)."""
         like = self.fixed_latent.to(device)
-        if bool(self.latent_is_fixed):
+        if self._fixed:
             z = like.expand(num_envs, -1).clone()
         else:
             z = on_sphere(torch.randn(num_envs, self.z_dim, device=device))
@@ -120,7 +127,7 @@ class LatentAgent(Agent):
 
     def observe(self, state: TensorDict, step_output: TensorDict) -> TensorDict:
         """A fresh z where an episode ended (unless z is fixed)."""
-        if bool(self.latent_is_fixed):
+        if self._fixed:
             return state
         fresh = on_sphere(torch.randn_like(state["z"]))
         state["z"] = torch.where(step_output["done"][:, None], fresh, state["z"])
