@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per env cell and round")
     parser.add_argument("--frames", type=int, default=4000, help="frames of each training run")
     parser.add_argument("--seed-frames", type=int, default=1000)
+    parser.add_argument("--worlds", type=int, nargs="+", default=[1, 16], help="training worlds")
     args = parser.parse_args()
     cpu = platform.processor() or platform.machine()
     print(
@@ -173,7 +174,7 @@ def main() -> None:
         env_table("quadruped", 256, args.rounds, args.budget)
     if args.only in (None, "train"):
         with tempfile.TemporaryDirectory() as out:
-            for num_envs in (1, 16):
+            for num_envs in args.worlds:
                 train_table(num_envs, args.rounds, args.frames, args.seed_frames, Path(out))
 
 

@@ -1,24 +1,30 @@
 """How many CPU threads torch gets in a run: chosen from the run (worlds, backend, cores) and
 from what other processes keep busy.
 
-torch's OpenMP workers spin for a while after each parallel region; when MuJoCo's thread pool
-(the cpu backend, one thread per world up to the core count) steps next on the same cores, they
-steal its time, and when another process holds a core, a parallel region waits for the worker
-that was preempted. With one world on an idle machine there is nothing to contend with, and
-torch's second thread is worth a quarter of the speed. Measured on this project's 2-core
-machine (issue 23; docs/performance.md "CPU threads"):
+An OpenMP parallel region waits for every worker, so a torch thread on a core that another
+process holds costs far more than it brings; on free cores torch's threads speed the updates
+up, even at many worlds on the cpu backend, where MuJoCo's pool steps the worlds between
+updates and the env keeps its own torch work on one thread (``BatchedEnv.torch_threads``: in
+the env alone, torch threads beside the pool cost it up to half its rate). Measured on this
+project's 2-core machine, DDPG 256/256 on walker through ``pretrain.py`` (issue 23;
+docs/performance.md "CPU threads"):
 
-===============================================  ======================  =====================
-run                                              1 torch thread          2 torch threads
-===============================================  ======================  =====================
-DDPG 256/256, walker, 1 world, idle machine      169 frames/s            217-231 frames/s
-the same, other training runs on the machine     31-89 frames/s          3-6 frames/s
-env alone, quadruped, 256 worlds, cpu backend    0.78 of physics-only    0.48-0.55
-===============================================  ======================  =====================
+==================================================  ===================  ===================
+run                                                 1 torch thread       2 torch threads
+==================================================  ===================  ===================
+1 world, idle machine                               90 frames/s          132 (1.22-1.52x)
+16 worlds (MuJoCo's pool on both cores), idle       121 frames/s         157 (1.19-1.53x)
+256 worlds, idle                                    119 frames/s         141 (1.15-1.21x)
+1 world, five other training runs on the machine    31-89 frames/s       3-6 frames/s
+==================================================  ===================  ===================
 
-So torch gets the cores that neither MuJoCo's pool (the cpu backend with several worlds) nor
-other processes (the 1-minute load average) use, and at least one. The warp backend runs on
-one thread of Warp's CPU device or on a GPU, and leaves every free core to torch.
+So torch gets the cores other processes leave free, and at least one. What other processes
+use is measured when the run starts, over a quarter of a second, on the cores this process
+may run on (``/proc/stat``, less this process's own CPU time); the 1-minute load average
+where there is no ``/proc/stat``. (The load average alone counted a run that had just ended
+as busy for a minute: the next run on an idle machine took one thread where two ran
+1.14-1.34x as fast.)
+The warp backend runs on one thread of Warp's CPU device or on a GPU.
 ``threads=<int>`` in a config overrides the choice; ``threads=null`` keeps torch's default.
 
 Imports: torch and the standard library only.
@@ -27,6 +33,7 @@ Imports: torch and the standard library only.
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -40,12 +47,52 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def busy_cores() -> float:
-    """Cores other processes keep busy: the 1-minute load average (0 where the OS has none)."""
+def busy_cores(window_s: float = 0.25) -> float:
+    """Cores other processes keep busy now, among those this process may run on: their busy
+    share over ``window_s`` (``/proc/stat``) less this process's own CPU time in the window.
+    Where ``/proc/stat`` cannot be read, the 1-minute load average (0 where the OS has none)."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
+        before, own_before, start = _cpu_ticks(cores), time.process_time(), time.monotonic()
+        time.sleep(window_s)
+        after, own_after, end = _cpu_ticks(cores), time.process_time(), time.monotonic()
+    except OSError:
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+    return others_busy(before, after, (own_after - own_before) / max(end - start, 1e-6))
+
+
+def others_busy(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], own: float) -> float:
+    """Cores kept busy by other processes between two ``/proc/stat`` samples (per core
+    ``(busy ticks, all ticks)``), given this process's own use ``own`` in cores."""
+    busy = 0.0
+    for core, (busy_after, total_after) in after.items():
+        busy_before, total_before = before.get(core, (busy_after, total_after))
+        if total_after > total_before:
+            busy += (busy_after - busy_before) / (total_after - total_before)
+    return max(0.0, busy - own)
+
+
+def _cpu_ticks(cores: set[int] | None) -> dict[int, tuple[int, int]]:
+    """Per core in ``cores`` (None: every core), ``(busy ticks, all ticks)`` from ``/proc/stat``:
+    idle and iowait are idle; guest time is already in user time."""
+    out = {}
+    with open("/proc/stat") as stat:
+        for line in stat:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            core = int(name[3:])
+            if cores is not None and core not in cores:
+                continue
+            ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total, idle = sum(ticks), ticks[3] + ticks[4]
+            out[core] = (total - idle, total)
+    if not out:
+        raise OSError("/proc/stat lists none of this process's cores")
+    return out
 
 
 def mujoco_pool_threads(num_envs: int, cores: int) -> int:
@@ -65,12 +112,14 @@ def choose_threads(
         backend = "warp" if device.type == "cuda" else "cpu"
     others = min(cores - 1, int(busy + 0.5))  # cores held by other processes, rounded
     free = cores - others
-    load = f", {others} busy with other work (load {busy:.1f})" if others else ""
+    load = f", {others} busy with other work ({busy:.1f} cores busy)" if others else ""
     if backend == "cpu":
         pool = mujoco_pool_threads(num_envs, cores)
-        if pool > 1:
-            threads = max(1, min(free, cores - pool))
-            return threads, f"MuJoCo's pool steps {num_envs} worlds on {pool} of {cores} cores{load}"
+        if pool > 1:  # the env runs its own torch work on one thread while the pool steps
+            return free, (
+                f"{free} of {cores} cores for the updates; MuJoCo's pool steps {num_envs} worlds "
+                f"between them on {pool}, the env's own torch work on 1{load}"
+            )
         return free, f"1 world, no MuJoCo pool: {free} of {cores} cores{load}"
     where = "the GPU steps the worlds" if device.type == "cuda" else "Warp's CPU device steps on one thread"
     return free, f"{where}: {free} of {cores} cores{load}"
