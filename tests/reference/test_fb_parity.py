@@ -16,10 +16,9 @@ import json
 
 import torch
 from tensordict import TensorDict
-from urlb_reference import DATA, Comparison, Fixture, rename
+from urlb_reference import DATA, Comparison, Fixture, RecordedRandomness, rename
 
 from agents.fb import FBAgent
-from agents.parts.nets import Randomness
 
 FIXTURE = "fb/fb"
 RULES = [
@@ -42,8 +41,6 @@ METRICS = {
     "actor_loss": "actor_loss",
     "q": "q",
 }
-# The recorder's kinds -> the Randomness method that makes ours.
-KINDS = {"randn": "normal", "standard_normal": "normal", "randperm": "permutation", "uniform": "uniform"}
 
 
 def our_tensors(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -108,59 +105,37 @@ class RecordedSampler:
         return self.batch.clone()
 
 
-class ServedRandomness(Randomness):
-    """The reference's draws, served in order, each checked for kind and shape."""
-
-    def __init__(self, draws: list[tuple[str, torch.Tensor]]):
-        self.queue = list(draws)
-
-    def serve(self, kind: str, shape) -> torch.Tensor:
-        if not self.queue:
-            raise AssertionError(f"our update drew more ({kind} {tuple(shape)}) than the reference")
-        recorded_kind, value = self.queue.pop(0)
-        if recorded_kind != kind or tuple(value.shape) != tuple(shape):
-            raise AssertionError(
-                f"our update drew {kind} {tuple(shape)}, the reference {recorded_kind} {tuple(value.shape)}"
-            )
-        return value
-
-    def normal(self, shape, like):
-        return self.serve("normal", shape).to(like)
-
-    def uniform(self, shape, like):
-        return self.serve("uniform", shape).to(like)
-
-    def permutation(self, size, device):
-        return self.serve("permutation", (size,)).to(device=device, dtype=torch.long)
-
-    def finish(self) -> None:
-        if self.queue:
-            raise AssertionError(f"{len(self.queue)} recorded draws were not used by our update")
-
-
 def replay(fixture: Fixture) -> Comparison:
-    agent, comparison = build(fixture), Comparison()
+    return replay_latent(
+        fixture,
+        build(fixture),
+        lambda batch: RecordedSampler(batch, fixture.hyper["discount"]),
+        METRICS,
+        our_tensors,
+    )
+
+
+def replay_latent(fixture: Fixture, agent, sampler, metrics: dict[str, str], ours_of) -> Comparison:
+    """Every recorded update of a zero-shot agent (FB, HILP) through ``agent``: the batch as
+    ``sampler(batch)`` serves it, the reference's draws through the ``randomness`` hook (all of
+    them, and nothing behind it), then the ``metrics`` (reference name -> ours) and every
+    weight (``ours_of`` maps the reference's names) paired with the reference's."""
+    comparison = Comparison()
     for index in range(fixture.updates):
-        draws = [
-            (KINDS[d["kind"]], torch.as_tensor(fixture.arrays[d["key"]]))
-            for d in fixture.manifest["updates"][index]["draws"]
-        ]
-        agent.randomness = ServedRandomness(draws)
+        agent.randomness = RecordedRandomness(fixture.draws(index))
         rng = torch.get_rng_state()
-        metrics = agent.update(
-            RecordedSampler(fixture.group(f"batch{index}"), fixture.hyper["discount"]), index
-        )
+        logged = agent.update(sampler(fixture.group(f"batch{index}")), index)
         agent.randomness.finish()
         assert torch.equal(rng, torch.get_rng_state()), "our update drew randomness the fixture does not feed"
         del agent.randomness
         recorded = fixture.group(f"update{index}/metric")
-        for reference_name, our_name in METRICS.items():
+        for reference_name, our_name in metrics.items():
             comparison.add(
-                f"update{index}/metric/{reference_name}", metrics[our_name], recorded[reference_name]
+                f"update{index}/metric/{reference_name}", logged[our_name], recorded[reference_name]
             )
-        ours = agent.state_dict()
-        for name, value in our_tensors(fixture.group(f"update{index}/param")).items():
-            comparison.add(f"update{index}/param/{name}", ours[name], value)
+        state = agent.state_dict()
+        for name, value in ours_of(fixture.group(f"update{index}/param")).items():
+            comparison.add(f"update{index}/param/{name}", state[name], value)
     return comparison
 
 

@@ -17,7 +17,7 @@ import re
 
 import torch
 from tensordict import TensorDict
-from test_fb_parity import KINDS, ServedRandomness
+from test_fb_parity import replay_latent
 from urlb_reference import DATA, Comparison, Fixture, rename
 
 from agents.hilp import HILPAgent
@@ -112,27 +112,7 @@ class RecordedSampler:
 
 
 def replay(fixture: Fixture) -> Comparison:
-    agent, comparison = build(fixture), Comparison()
-    for index in range(fixture.updates):
-        draws = [
-            (KINDS[d["kind"]], torch.as_tensor(fixture.arrays[d["key"]]))
-            for d in fixture.manifest["updates"][index]["draws"]
-        ]
-        agent.randomness = ServedRandomness(draws)
-        rng = torch.get_rng_state()
-        metrics = agent.update(RecordedSampler(fixture.group(f"batch{index}")), index)
-        agent.randomness.finish()
-        assert torch.equal(rng, torch.get_rng_state()), "our update drew randomness the fixture does not feed"
-        del agent.randomness
-        recorded = fixture.group(f"update{index}/metric")
-        for reference_name, our_name in METRICS.items():
-            comparison.add(
-                f"update{index}/metric/{reference_name}", metrics[our_name], recorded[reference_name]
-            )
-        ours = agent.state_dict()
-        for name, value in our_tensors(fixture.group(f"update{index}/param")).items():
-            comparison.add(f"update{index}/param/{name}", ours[name], value)
-    return comparison
+    return replay_latent(fixture, build(fixture), RecordedSampler, METRICS, our_tensors)
 
 
 def test_update_equals_reference():

@@ -74,12 +74,16 @@ class Fixture:
         ]
 
 
-# The recorder's kinds of draw -> the Randomness method that makes ours.
+# The recorder's kinds of draw -> the Randomness method that makes ours (randint: Dreamer's
+# RSSM ensemble member, which ours has no counterpart for; randperm and uniform: FB's and
+# HILP's latent mixes).
 DRAW_KINDS = {
     "standard_normal": "normal",
     "randn": "normal",
     "multinomial": "multinomial",
     "randint": "randint",
+    "randperm": "permutation",
+    "uniform": "uniform",
 }
 
 
@@ -426,6 +430,12 @@ class RecordedRandomness(Randomness):
 
     def multinomial(self, probs: torch.Tensor, num_samples: int) -> torch.Tensor:
         return self.serve("multinomial", (*probs.shape[:-1], num_samples)).to(probs.device)
+
+    def uniform(self, shape, like: torch.Tensor) -> torch.Tensor:
+        return self.serve("uniform", shape).to(like)
+
+    def permutation(self, size: int, device) -> torch.Tensor:
+        return self.serve("permutation", (size,)).to(device=device, dtype=torch.long)
 
     def finish(self) -> None:
         """Every recorded draw was used."""
