@@ -40,8 +40,9 @@ CPU_MODEL = {  # a 128-wide, 4-layer PDT update takes 2.4 s on one Zen 1 core; t
 OFFLINE = ("pdt", "supe")
 
 
-def explore_and_collect(args, snapshots: Path, dataset: Path) -> None:
-    """Steps 1 and 2: the explorer's reward-free pretraining, then its dataset."""
+def explore_and_collect(args, snapshots: Path, dataset: Path, collect_options=()) -> None:
+    """Steps 1 and 2: the explorer's reward-free pretraining, then its dataset (``collect.py``
+    with ``collect_options`` added; ``zero_shot_check.py`` pins the CPU)."""
     out = args.out
     explore = [
         f"agent={args.explorer}",
@@ -66,6 +67,7 @@ def explore_and_collect(args, snapshots: Path, dataset: Path) -> None:
         f"frames={args.dataset_frames}",
         f"seed={args.seed}",
         f"out={dataset}",
+        *collect_options,
     ]
     run("collect.py", collect, out / "collect.log")
 

@@ -32,7 +32,8 @@ import json
 import time
 from pathlib import Path
 
-from harness import ROOT, fresh, parallel, records, run, small_cpu, write_summary
+from harness import ROOT, fresh, parallel, records, run, write_summary
+from offline_check import explore_and_collect
 
 CPU_MODEL = {
     "fb": [
@@ -50,34 +51,7 @@ CPU_MODEL = {
     "td3": ["agent.hidden_dim=256", "agent.batch_size=256"],
 }
 COMMON = ["backend=cpu", "device=cpu", "threads=1", "console=false", "tensorboard=false"]
-
-
-def explore_and_collect(args, snapshots: Path, dataset: Path) -> None:
-    """Steps 1 and 2: the explorer's reward-free pretraining, then its dataset."""
-    out = args.out
-    explore = [
-        f"agent={args.explorer}",
-        f"env={args.domain}",
-        f"seed={args.seed}",
-        f"protocol.pretrain_frames={args.explore_frames}",
-        f"protocol.snapshot_frames=[{args.explore_frames}]",
-        f"protocol.eval_every_frames={args.explore_frames}",
-        "skill_eval.rollouts=0",
-        f"snapshot_root={snapshots}",
-        f"run_dir={out / 'explore'}",
-    ]
-    run("pretrain.py", [*small_cpu(args.seed_frames), *explore], out / "explore.log")
-    (snapshot,) = (snapshots / args.explorer / args.domain / f"seed_{args.seed}").glob(
-        f"*/snapshot_{args.explore_frames}.pt"
-    )
-    collect = [
-        f"env={args.domain}",
-        "policy=snapshot",
-        f"snapshot={snapshot}",
-        f"frames={args.dataset_frames}",
-    ]
-    collect += [f"seed={args.seed}", f"out={dataset}", "backend=cpu", "device=cpu", "threads=1"]
-    run("collect.py", collect, out / "collect.log")
+ZERO_SHOT_COLLECT = ("backend=cpu", "device=cpu", "threads=1")  # the dataset collected on the CPU
 
 
 def pretrain_and_evaluate(agent: str, task: str | None, args, snapshots: Path, dataset: Path) -> list[dict]:
@@ -158,7 +132,7 @@ def main() -> None:
     fresh(*(snapshots / agent for agent in CPU_MODEL))
     out.mkdir(parents=True, exist_ok=True)
     if not reuse:
-        explore_and_collect(args, snapshots, dataset)
+        explore_and_collect(args, snapshots, dataset, ZERO_SHOT_COLLECT)
     from envs.tasks import domain_tasks
 
     tasks = list(domain_tasks(args.domain))
