@@ -257,6 +257,9 @@ class Agent(nn.Module, abc.ABC):
     pixel_format: dict | None = None
     # Frames read through a shared encoder (the actor-critic backbones on ``(C, H, W)``).
     pixels: bool = False
+    # Dataset agents that learn from a pixel dataset's frames (``obs=pixels`` with a dataset
+    # holding ``frames``, rendered by ``render_dataset.py``): FB and HILP.
+    reads_dataset_frames: bool = False
     # Zero-shot agents (FB, HILP: ``agents/zero_shot.py``) infer a task's latent from
     # reward-labelled dataset states (``zero_shot.py``) instead of training on the task.
     infers_task: bool = False

@@ -50,6 +50,7 @@ class LatentAgent(Agent):
 
     pretrains_offline = True  # pretrain.py agent=fb|hilp dataset=<path>
     infers_task = True  # zero_shot.py infers z from reward-labelled dataset states
+    reads_dataset_frames = True  # obs=pixels with a rendered dataset (render_dataset.py)
     randomness: Randomness = TORCH_RANDOMNESS
 
     def __init__(

@@ -133,10 +133,11 @@ class PixelEnv:
     ``step`` applies each action ``action_repeat`` times (``reward`` and ``task_reward``
     summed over the repeats, as URLB's ActionRepeatWrapper) and returns the keys of
     ``BatchedEnv.step`` with ``observation``/``next_observation`` as ``uint8
-    (N, 3 * frame_stack, H, W)`` frame stacks. ``episode_steps`` counts agent steps (500
-    for a 1000-step task at repeat 2); a frame is one control step, so an agent step is
-    ``action_repeat`` frames (URLB's frame count). ``position`` and the other keys pass
-    through from the last repeat.
+    (N, 3 * frame_stack, H, W)`` frame stacks, and the state vector of the next observation
+    as ``next_state`` (``reset``: of the observation, as ``state``; what measurements read).
+    ``episode_steps`` counts agent steps (500 for a 1000-step task at repeat 2); a frame is
+    one control step, so an agent step is ``action_repeat`` frames (URLB's frame count).
+    ``position`` and the other keys pass through from the last repeat.
 
     Args:
         env: the state env to render (its ``observe_pose`` must be off: the pose is not
@@ -202,6 +203,7 @@ class PixelEnv:
             else torch.as_tensor(ids).to(self.device)
         )
         self._restack(ids.reshape(-1), self.renderer.render())
+        td["state"] = td["observation"]
         td["observation"] = self._stack.clone()
         td["step_count"] = td["step_count"] // self.action_repeat
         return td
@@ -218,6 +220,7 @@ class PixelEnv:
         frames = self.renderer.frames() if self._in_graph else self.renderer.render()
         next_stack = self._push(frames)
         self._stack.copy_(next_stack)
+        out["next_state"] = out["next_observation"]
         ended = self.env.episodes_ended()
         if ended.size:
             reset = self.env.reset_ended()

@@ -8,9 +8,16 @@ A dataset directory::
         action.npy           ...
 
 Files are plain numpy arrays written and read with ``allow_pickle=False``: reading never
-unpickles. :func:`read_dataset` checks every file against the manifest (present, size,
-sha256, shape, dtype) and the manifest against its own checksum, and raises
-:class:`DatasetError` naming the file at fault.
+unpickles. Every field has one row per transition, except ``frames``: a dataset with pixels
+holds one RGB frame per observation, episode by episode, each episode's ``L`` observation
+frames followed by the frame of its last next observation (``M + E`` frames for ``M``
+transitions in ``E`` episodes; ExORL's layout of ``L + 1`` observations per episode), and its
+meta says how they were made (``meta["frames"]``: ``size``, ``camera``, ``action_repeat``...;
+``render_dataset.py`` renders them from a state dataset's physics states).
+
+:func:`read_dataset` checks every file against the manifest (present, size, sha256, shape,
+dtype) and the manifest against its own checksum, and raises :class:`DatasetError` naming the
+file at fault.
 
 Rows are transitions, world by world and chronological within a world (the layout of
 :meth:`urlb.data.replay.ReplayBuffer.to_dataset`, which ``collect.py`` and ``pretrain.py
@@ -41,6 +48,8 @@ from tensordict import TensorDict
 FORMAT = "urlb-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
+# The one field not indexed by transition: RGB frames uint8 (M + E, 3, H, W), episode by episode.
+FRAMES = "frames"
 # Field names become file names: keep them to one plain path component.
 _FIELD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -92,9 +101,28 @@ def _to_numpy(name: str, value: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _check_lengths(arrays: dict[str, np.ndarray]) -> None:
-    lengths = {name: len(array) for name, array in arrays.items()}
+    lengths = {name: len(array) for name, array in arrays.items() if name != FRAMES}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"fields must share their first dimension M; got {lengths}")
+    if FRAMES in arrays:
+        problem = _frames_problem({k: torch.from_numpy(v) for k, v in arrays.items()})
+        if problem:
+            raise ValueError(problem)
+
+
+def _frames_problem(arrays: dict[str, torch.Tensor]) -> str | None:
+    """Why ``arrays[FRAMES]`` is not one uint8 RGB frame per observation plus one per episode."""
+    frames = arrays[FRAMES]
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
+        return f"{FRAMES} must be uint8 (M + E, 3, H, W) RGB frames, got {frames.dtype} {tuple(frames.shape)}"
+    starts, _ = episode_boundaries(arrays)
+    expected = len(arrays["terminated"]) + len(starts)
+    if len(frames) != expected:
+        return (
+            f"{FRAMES} holds {len(frames)} frames; {len(arrays['terminated'])} transitions in "
+            f"{len(starts)} episodes need {expected} (each episode's observations, then its last next one)"
+        )
+    return None
 
 
 def _write_field(directory: Path, name: str, array: np.ndarray) -> dict:
@@ -145,6 +173,13 @@ def read_dataset(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     manifest = _read_manifest(path / MANIFEST)
     arrays = {name: _read_field(path, name, entry) for name, entry in manifest["fields"].items()}
+    lengths = {len(array) for name, array in arrays.items() if name != FRAMES}
+    if len(lengths) > 1:
+        raise DatasetError(f"{path}: fields of different lengths {sorted(lengths)}")
+    if FRAMES in arrays:
+        problem = _frames_problem(arrays)
+        if problem:
+            raise DatasetError(f"{path / manifest['fields'][FRAMES]['file']}: {problem}")
     return arrays, manifest["meta"]
 
 
@@ -257,6 +292,11 @@ class DatasetSampler:
         device: where the fields live and batches are drawn.
         task: a task name or ``task_reward`` column; batches then carry its reward as
             ``reward`` (``(B,)`` or ``(B, L)``): relabelling with any task of the domain.
+        frame_stack: None: observations are the state vectors. ``k``: the dataset's frames
+            (it must hold them), and batches' ``observation``, ``next_observation`` (and
+            ``goal``) are ``uint8 (..., 3k, H, W)`` stacks of the last ``k`` frames, oldest
+            first, the episode's first frame repeated before it (DrQ-v2's FrameStack, the
+            env's stacks); the state vectors move to ``state`` and ``next_state``.
     """
 
     def __init__(
@@ -265,9 +305,10 @@ class DatasetSampler:
         meta: dict,
         device: torch.device | str = "cpu",
         task: str | int | None = None,
+        frame_stack: int | None = None,
     ):
         self.device = torch.empty(0, device=device).device
-        self.fields = {name: value.to(self.device) for name, value in arrays.items()}
+        self.fields = {name: value.to(self.device) for name, value in arrays.items() if name != FRAMES}
         self.meta = meta
         self.starts, self.ends = episode_boundaries(self.fields)
         lengths = self.ends - self.starts
@@ -275,15 +316,42 @@ class DatasetSampler:
         # The exclusive end of the episode each row belongs to: row r starts a valid window of
         # length L iff r + L <= episode_end[r].
         self._episode_end = self.ends.repeat_interleave(lengths)
+        self.frame_stack = frame_stack
+        self.frames = None
+        if frame_stack is not None:
+            self._set_frames(arrays.get(FRAMES), frame_stack, lengths)
         columns = self.fields["task_reward"].shape[1]
         self.task_index = None if task is None else task_column(meta, task, columns)
         self._window_starts: dict[int, torch.Tensor] = {}
 
+    def _set_frames(self, frames: torch.Tensor | None, frame_stack: int, lengths: torch.Tensor) -> None:
+        if frames is None:
+            raise ValueError(
+                "this dataset holds no frames; render them from its physics states first "
+                "(python render_dataset.py dataset=<path> out=<new path>) or use obs=states"
+            )
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack={frame_stack} must be >= 1")
+        self.frames = frames.to(self.device)
+        # Row r of episode e: its observation's frame is frames[r + e], its next one's r + e + 1;
+        # the episode's first frame is starts[e] + e.
+        episode = torch.arange(len(lengths), device=self.device).repeat_interleave(lengths)
+        self._frame_of_row = torch.arange(len(self), device=self.device) + episode
+        first = self.starts + torch.arange(len(self.starts), device=self.device)
+        self._first_frame = first.repeat_interleave(lengths)
+        self._lags = torch.arange(frame_stack - 1, -1, -1, device=self.device)
+
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", task: str | int | None = None):
+    def load(
+        cls,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        task: str | int | None = None,
+        frame_stack: int | None = None,
+    ):
         """A sampler over the dataset directory at ``path`` (checked by :func:`read_dataset`)."""
         arrays, meta = read_dataset(path)
-        return cls(arrays, meta, device=device, task=task)
+        return cls(arrays, meta, device=device, task=task, frame_stack=frame_stack)
 
     def __len__(self) -> int:
         """Transitions held."""
@@ -293,7 +361,7 @@ class DatasetSampler:
         """``batch_size`` rows drawn uniformly: a TensorDict of batch size ``(B,)``."""
         self._check_generator(generator)
         rows = torch.randint(0, len(self), (batch_size,), generator=generator, device=self.device)
-        return self._gather(rows)
+        return self.gather(rows)
 
     def sample_with_goals(
         self, batch_size: int, future: float, random_goal: float, generator: torch.Generator | None = None
@@ -312,8 +380,13 @@ class DatasetSampler:
         future_rows = torch.minimum(rows + offset.long(), self._episode_end[rows] - 1)
         anywhere = torch.randint(0, len(self), (batch_size,), generator=generator, device=self.device)
         pick = torch.rand(batch_size, generator=generator, device=self.device) < random_goal
-        batch = self._gather(rows)
-        batch["goal"] = self.fields["observation"][torch.where(pick, anywhere, future_rows)]
+        batch = self.gather(rows)
+        goal_rows = torch.where(pick, anywhere, future_rows)
+        if self.frames is None:
+            batch["goal"] = self.fields["observation"][goal_rows]
+        else:
+            batch["goal"] = self.stacks(goal_rows)
+            batch["goal_state"] = self.fields["observation"][goal_rows]
         return batch
 
     def sample_windows(
@@ -326,7 +399,7 @@ class DatasetSampler:
         starts = self.window_starts(length)
         draw = torch.randint(0, len(starts), (batch_size,), generator=generator, device=self.device)
         rows = starts[draw, None] + torch.arange(length, device=self.device)  # (B, L)
-        return self._gather(rows)
+        return self.gather(rows)
 
     def window_starts(self, length: int) -> torch.Tensor:
         """``(K,)`` every row that starts a window of ``length`` rows inside its episode."""
@@ -340,8 +413,10 @@ class DatasetSampler:
             self._window_starts[length] = (rows + length <= self._episode_end).nonzero().squeeze(1)
         return self._window_starts[length]
 
-    def _gather(self, rows: torch.Tensor) -> TensorDict:
-        """Every field at ``rows`` (any shape), plus the chosen task's ``reward``."""
+    def gather(self, rows: torch.Tensor) -> TensorDict:
+        """Every field at ``rows`` (any shape), plus the chosen task's ``reward``; with frames,
+        ``observation`` and ``next_observation`` are frame stacks and the state vectors are
+        ``state`` and ``next_state``."""
         flat = rows.reshape(-1)
         out = {
             name: value.index_select(0, flat).reshape(*rows.shape, *value.shape[1:])
@@ -349,7 +424,24 @@ class DatasetSampler:
         }
         if self.task_index is not None:
             out["reward"] = out["task_reward"][..., self.task_index]
+        if self.frames is not None:
+            for key in ("observation", "next_observation"):
+                if key in out:
+                    out[key.replace("observation", "state")] = out.pop(key)
+            out["observation"] = self.stacks(rows)
+            out["next_observation"] = self.stacks(rows, next_observation=True)
         return TensorDict(out, batch_size=rows.shape, device=self.device)
+
+    def stacks(self, rows: torch.Tensor, next_observation: bool = False) -> torch.Tensor:
+        """The frame stacks ``uint8 (*rows.shape, 3k, H, W)`` of the observations (or the next
+        observations) at ``rows``: the last ``k`` frames up to it, none before its episode's
+        first (repeated in their place)."""
+        if self.frames is None:
+            raise ValueError("this sampler reads state vectors; build it with frame_stack=k for frames")
+        newest = self._frame_of_row[rows] + int(next_observation)
+        index = torch.maximum(newest[..., None] - self._lags, self._first_frame[rows][..., None])
+        stacked = self.frames[index.reshape(-1)]  # (N * k, 3, H, W)
+        return stacked.reshape(*rows.shape, 3 * len(self._lags), *self.frames.shape[2:])
 
     def _check_generator(self, generator: torch.Generator | None) -> None:
         if generator is not None and generator.device.type != self.device.type:

@@ -38,17 +38,49 @@ import torch
 from urlb.loop.base import Loop
 
 
-def check_dataset(meta: dict, domain: str, obs_dim: int, observation: torch.Tensor, path) -> None:
-    """One-line errors for a dataset that does not fit the run's domain and observations."""
+def check_dataset(
+    meta: dict, domain: str, obs_dim, observation: torch.Tensor, path, pixels: dict | None = None
+) -> None:
+    """One-line errors for a dataset that does not fit the run's domain and observations
+    (``pixels``: the run's frame options, ``make_env``'s; None on states)."""
     if meta.get("domain") != domain:
         raise ValueError(
             f"dataset {path} holds {meta.get('domain')} data; pretrain with env={meta.get('domain')} "
             f"or pass a {domain} dataset"
         )
+    if pixels is not None:
+        check_frames(meta, pixels, path)
+        return
     if observation.shape[1] != obs_dim:
         raise ValueError(
             f"dataset {path} has {observation.shape[1]}-dim observations, the {domain} env {obs_dim}; "
             "collect it without observe_pose (python collect.py env=... policy=random ...)"
+        )
+
+
+def check_frames(meta: dict, pixels: dict, path) -> None:
+    """The dataset holds frames made as the run's pixel env makes them (size, camera, action
+    repeat): an agent acts on the frames it learnt from."""
+    made = meta.get("frames")
+    if made is None:
+        raise ValueError(
+            f"dataset {path} holds no frames; render them from its physics states (python "
+            f"render_dataset.py dataset={path} out=<new path>) or use obs=states"
+        )
+    camera = pixels.get("camera")
+    wanted = {
+        "size": pixels["size"],
+        "action_repeat": pixels["action_repeat"],
+        "camera": made["camera"] if camera is None else camera,
+        "shadows": pixels.get("shadows", False),
+    }
+    differ = {key: made.get(key) for key, value in wanted.items() if made.get(key) != value}
+    if differ:
+        fix = " ".join(f"obs.{key}={value}" for key, value in differ.items())
+        run = {key: wanted[key] for key in differ}
+        raise ValueError(
+            f"dataset {path} holds frames made with {differ}, the run's pixel env makes {run}: pass "
+            f"{fix} (obs=pixels_exorl is 64x64 at action repeat 1)"
         )
 
 

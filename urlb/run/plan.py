@@ -93,8 +93,11 @@ def build_plan(
 
 def _adjust_for_pixels(plan: DictConfig, spec: AgentSpec, label: str) -> None:
     """Frames: refuse what nothing supports, then apply the agent's pixel needs."""
-    if spec.pretrains_offline:
-        raise ValueError(f"agent={spec.name} learns from state datasets; obs=pixels is not supported for it")
+    if spec.pretrains_offline and not spec.reads_dataset_frames:
+        raise ValueError(
+            f"agent={spec.name} learns from state datasets; obs=pixels is not supported for it "
+            "(pixel datasets: fb, hilp)"
+        )
     if plan.agent.get("self_reference"):
         raise ValueError(
             "addon=sr retrieves state vectors (the paper's key space); use obs=states or drop addon=sr"

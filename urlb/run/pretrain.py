@@ -28,7 +28,7 @@ from urlb.run.build import (
 )
 from urlb.run.execute import execute
 from urlb.run.folder import open_run
-from urlb.run.plan import build_plan, hydra_agent_name, snapshot_config, write_plan
+from urlb.run.plan import build_plan, env_options, hydra_agent_name, snapshot_config, write_plan
 from urlb.run.spec import AgentSpec, agent_spec
 
 
@@ -144,11 +144,14 @@ def pretrain_offline(plan: DictConfig, spec: AgentSpec) -> dict:
         if start is None:
             return {}
         device = prepare_process(plan)
-        eval_env = make_env(
-            domain, plan.protocol.eval_episodes, backend=plan.backend, device=device, seed=plan.seed
+        options = env_options(plan)
+        eval_env = make_env(domain, plan.protocol.eval_episodes, device=device, **options)
+        pixels = options["pixels"]
+        stack = None if pixels is None else pixels["frame_stack"]
+        sampler = DatasetSampler.load(plan.dataset, eval_env.device, frame_stack=stack)
+        check_dataset(
+            sampler.meta, domain, eval_env.obs_dim, sampler.fields["observation"], plan.dataset, pixels
         )
-        sampler = DatasetSampler.load(plan.dataset, eval_env.device)
-        check_dataset(sampler.meta, domain, eval_env.obs_dim, sampler.fields["observation"], plan.dataset)
         if len(sampler) != plan.protocol.pretrain_frames:
             raise ValueError(f"dataset {plan.dataset} changed while the run started; pretrain again")
         agent = build_agent(plan.agent, eval_env, eval_env.device)

@@ -33,6 +33,7 @@ class AgentSpec:
         name: the config name (``agent=<name>``), which names run folders and snapshots.
         target: the agent class's import path.
         pretrains_offline: a dataset agent (pretrains from ``dataset=``, not online).
+        reads_dataset_frames: a dataset agent that learns from a pixel dataset's frames.
         pixel_format: the frame options the agent asks for on pixels (DreamerV2: 64x64, no
             stack), or an empty mapping: the config's.
         observe_pose: the agent observes the global pose (a skill model's ``observe_pose``).
@@ -46,6 +47,7 @@ class AgentSpec:
     name: str
     target: str
     pretrains_offline: bool
+    reads_dataset_frames: bool
     pixel_format: Mapping[str, int]
     observe_pose: bool
     skill_agent: bool
@@ -97,6 +99,7 @@ def agent_spec(name: str, config: DictConfig | Mapping) -> AgentSpec:
         name=name,
         target=config["_target_"],
         pretrains_offline=bool(cls.pretrains_offline),
+        reads_dataset_frames=bool(cls.reads_dataset_frames),
         pixel_format=MappingProxyType(dict(cls.pixel_format or {})),
         observe_pose=bool(model_config.get("observe_pose", False)),
         skill_agent=model is not None and issubclass(model, SkillModel),

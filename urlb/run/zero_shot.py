@@ -31,8 +31,10 @@ from envs.tasks import EXPERT_SCORES, normalised_score
 from urlb.data.checkpoint import load_snapshot
 from urlb.data.datasets import DatasetSampler, task_column
 from urlb.data.records import append_record, write_atomically
+from urlb.loop.offline import check_frames
 from urlb.measure.evaluate import evaluate
 from urlb.run.build import build_agent, prepare_process
+from urlb.run.plan import PIXEL_KEYS
 from urlb.run.spec import agent_class, stored_config
 
 RECORDS = "eval.jsonl"
@@ -64,34 +66,46 @@ def inference_rows(sampler: DatasetSampler, count: int, seed: int) -> torch.Tens
 
 
 def task_latents(agent, sampler: DatasetSampler, tasks, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each task's z from the same ``rows``, relabelled with that task's reward."""
-    fields = sampler.fields
-    observation, next_observation = fields["observation"][rows], fields["next_observation"][rows]
-    columns = fields["task_reward"].shape[1]
+    """Each task's z from the same ``rows``, relabelled with that task's reward (what the agent
+    observes: state vectors, or frame stacks from a pixel dataset)."""
+    batch = sampler.gather(rows)
+    observation, next_observation = batch["observation"], batch["next_observation"]
+    columns = batch["task_reward"].shape[1]
     latents = {}
     for task in tasks:
-        reward = fields["task_reward"][rows, task_column(sampler.meta, task, columns)]
+        reward = batch["task_reward"][:, task_column(sampler.meta, task, columns)]
         latents[task] = agent.infer_latent(observation, next_observation, reward)
     return latents
 
 
 @torch.no_grad()
-def reach_goals(env, agent, goals: torch.Tensor, seed: int) -> list[dict]:
-    """One episode per goal (``(G, obs_dim)``, one world each) with z = goal_latent(s, g) each step:
-    the observation's distance to its goal at the start, at the end and at its closest."""
+def reach_goals(env, agent, goals: torch.Tensor, goal_states: torch.Tensor, seed: int) -> list[dict]:
+    """One episode per goal (``goals``: what the agent observes of them, one world each) with
+    z = goal_latent(s, g) each step: the state's distance to its goal state (``(G, obs_dim)``)
+    at the start, at the end and at its closest (pixel envs report states as ``state`` and
+    ``next_state``)."""
     td = env.reset(seed=seed)
     state = agent.init_state(env.num_envs, env.device)
-    start = (td["observation"] - goals).norm(dim=-1)
+    start = (td.get("state", td["observation"]) - goal_states).norm(dim=-1)
     closest = start.clone()
     for _ in range(env.episode_steps):
         state["z"] = agent.goal_latent(td["observation"], goals)
         td = env.step(agent.act(td["observation"], state, explore=False))
-        closest = torch.minimum(closest, (td["next_observation"] - goals).norm(dim=-1))
-    final = (td["next_observation"] - goals).norm(dim=-1)
+        reached = td.get("next_state", td["next_observation"])
+        closest = torch.minimum(closest, (reached - goal_states).norm(dim=-1))
+    final = (reached - goal_states).norm(dim=-1)
     return [
         {"goal": i, "start_distance": float(s), "final_distance": float(f), "closest_distance": float(c)}
         for i, (s, f, c) in enumerate(zip(start, final, closest, strict=True))
     ]
+
+
+def pixel_options(config: dict) -> dict | None:
+    """The pixel env a snapshot's agent learnt for (``make_env``'s ``pixels``), None on states."""
+    obs = config.get("obs", {"type": "states"})
+    if obs.get("type") != "pixels":
+        return None
+    return {key: obs[key] for key in PIXEL_KEYS}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -120,8 +134,13 @@ def zero_shot_from_config(cfg: DictConfig) -> list[dict]:
     run_dir = Path(cfg.run_dir or f"runs/zero_shot/{name}/{domain}/{Path(dataset).name}/seed_{cfg.seed}")
     if (run_dir / RECORDS).exists():
         raise FileExistsError(f"{run_dir / RECORDS} exists; choose another run_dir= or delete that folder")
-    env = make_env(domain, cfg.eval_episodes, backend=cfg.backend, device=device, seed=cfg.seed)
-    sampler = DatasetSampler.load(dataset, env.device)
+    pixels = pixel_options(config)
+    options = {"backend": cfg.backend, "device": device, "pixels": pixels}
+    env = make_env(domain, cfg.eval_episodes, seed=cfg.seed, **options)
+    stack = None if pixels is None else pixels["frame_stack"]
+    sampler = DatasetSampler.load(dataset, env.device, frame_stack=stack)
+    if pixels is not None:
+        check_frames(sampler.meta, pixels, dataset)
     agent = build_agent(config["agent"], env, env.device)
     agent.load_state_dict(snapshot["agent"])
     agent.eval()
@@ -136,7 +155,7 @@ def zero_shot_from_config(cfg: DictConfig) -> list[dict]:
         "pretrain_frames": snapshot.get("pretrain_frames"),
         "finetune_frames": 0,
         "extra_frames": 0,
-        "obs": "states",
+        "obs": "states" if pixels is None else "pixels",
         "dataset": Path(dataset).name,
         "dataset_agent": sampler.meta.get("agent"),
     }
@@ -164,9 +183,12 @@ def zero_shot_from_config(cfg: DictConfig) -> list[dict]:
         written.append(record)
         print(f"[zero-shot] {name} {task}: return {returns[task]:.1f} ({base['mode']})")
     if cfg.goals and agent.infers_task:
-        goal_env = make_env(domain, cfg.goals, backend=cfg.backend, device=device, seed=cfg.seed + 1)
+        goal_env = make_env(domain, cfg.goals, seed=cfg.seed + 1, **options)
         rows = inference_rows(sampler, cfg.goals, cfg.seed + 1)
-        results = reach_goals(goal_env, agent, sampler.fields["observation"][rows], cfg.seed + 1)
+        goals = sampler.gather(rows)
+        results = reach_goals(
+            goal_env, agent, goals["observation"], goals.get("state", goals["observation"]), cfg.seed + 1
+        )
         write_atomically(
             run_dir / "goals.json", json.dumps({"dataset_rows": rows.tolist(), "goals": results}, indent=1)
         )

@@ -1,0 +1,189 @@
+"""Pixel datasets from state datasets: every observation rendered from its stored physics state.
+
+``render_dataset.py dataset=<dir> out=<dir>`` calls :func:`render_from_config`. It is the
+protocol of pixel-based ExORL as HILP's authors run it (Park et al. 2024, ``hilp_zsrl``'s
+``convert.py --use_pixels=1``): a state dataset collected by an exploration agent is rendered
+frame by frame from its physics states (64x64 RGB, URLB's cameras), and agents learn from the
+frames of the very transitions the states came from. ::
+
+    for each chunk of rows:                       # ``worlds`` rows at once
+        env.set_physics_state(qpos, qvel, act)    # checked: the observations come back
+        frames[r + e] = renderer.render()         # row r of episode e: its observation's frame
+    for each episode's last row:                  # its next state is stored in no row:
+        set_physics_state(row); env.step(action)  # one step from it (checked against next_observation)
+        frames[end + e] = renderer.render()
+
+The output is a new dataset: every field of the source, plus ``frames`` (``uint8 (M + E, 3, H,
+W)``, :mod:`urlb.data.datasets` describes the layout) and ``meta["frames"]`` (size, camera,
+action repeat, renderer, the source and how closely the states reproduced its observations).
+The source is never modified.
+
+Imports: envs, urlb.data, urlb.run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from envs import make_env
+from envs.pixels import BatchRenderer
+from envs.render import DEFAULT_CAMERA
+from urlb.data.datasets import FRAMES, MANIFEST, episode_boundaries, read_dataset, write_dataset
+from urlb.run.build import prepare_process
+from urlb.run.collect import PHYSICS_KEYS, check_out
+
+# How far an observation recomputed from a stored physics state may lie from the stored one
+# (absolute, any coordinate). Float64 physics against float32 storage differ by ~1e-7; contact
+# forces in the observation (quadruped's force_torque) depend on the solver's warm start, which
+# datasets do not store: they may differ more, and are reported, not refused, up to this bound.
+STATE_TOLERANCE = 1e-2
+
+
+def render_dataset(
+    source: str | Path,
+    out: str | Path,
+    size: int = 64,
+    camera: int | str | None = None,
+    shadows: bool = False,
+    worlds: int = 64,
+    backend: str = "cpu",
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Render every observation of the state dataset at ``source`` into a new dataset at ``out``.
+
+    Args:
+        source: a dataset directory with physics states (``qpos``, ``qvel``, ``act``), as
+            ``collect.py`` and ``pretrain.py save_dataset=true`` write them.
+        out: the directory to create.
+        size: frame height and width (HILP's pixel ExORL: 64; URLB's pixel protocol: 84).
+        camera: a camera index or name; None: URLB's (2 for quadruped, else 0).
+        shadows: as :class:`envs.pixels.BatchRenderer`.
+        worlds: rows rendered at once.
+        backend, device: the env's.
+    """
+    source, out = Path(source), Path(out)
+    check_out(out)
+    arrays, meta = read_dataset(source)
+    check_source(arrays, meta, source)
+    starts, ends = episode_boundaries(arrays)
+    rows, episodes = len(arrays["terminated"]), len(starts)
+    env = make_env(meta["domain"], worlds, backend=backend, device=device, seed=0)
+    renderer = BatchRenderer(env, size, size, camera=camera, shadows=shadows)
+    frames = np.empty((rows + episodes, 3, size, size), dtype=np.uint8)
+    episode = torch.arange(episodes).repeat_interleave(ends - starts)
+    began = time.perf_counter()
+    # Each row's observation: frame r + e.
+    state_error = 0.0
+    for first in range(0, rows, worlds):
+        index = torch.arange(first, min(first + worlds, rows))
+        td = env.set_physics_state(physics_rows(arrays, index, worlds, env.device))
+        state_error = max(state_error, deviation(td["observation"], arrays["observation"], index))
+        frames[(index + episode[index]).numpy()] = renderer.render()[: len(index)].cpu().numpy()
+    # Each episode's last next observation: one step from its last row, frame end + e.
+    next_error = 0.0
+    last = ends - 1
+    for first in range(0, episodes, worlds):
+        chosen = torch.arange(first, min(first + worlds, episodes))
+        index = last[chosen]
+        env.set_physics_state(physics_rows(arrays, index, worlds, env.device))
+        env.set_step_count(torch.zeros(worlds, dtype=torch.long))
+        action = padded(arrays["action"], index, worlds).to(env.device, torch.float32)
+        td = env.step(action, auto_reset=False)
+        next_error = max(next_error, deviation(td["next_observation"], arrays["next_observation"], index))
+        frames[(ends[chosen] + chosen).numpy()] = renderer.render()[: len(index)].cpu().numpy()
+    env.close()
+    for name, error in (("observation", state_error), ("next_observation", next_error)):
+        if error > STATE_TOLERANCE:
+            raise ValueError(
+                f"dataset {source}: its physics states reproduce its {name}s only within {error:.3g} "
+                f"(> {STATE_TOLERANCE}); it was not collected by this version's {meta['domain']} env, "
+                "so its frames would show other states: re-collect it with collect.py"
+            )
+    seconds = time.perf_counter() - began
+    frames_meta = {
+        "size": size,
+        "camera": DEFAULT_CAMERA[meta["domain"]] if camera is None else camera,
+        "shadows": shadows,
+        "action_repeat": int(meta.get("action_repeat", 1)),
+        "renderer": "envs.pixels.BatchRenderer (MuJoCo Warp ray caster)",
+        "rendered_from": {
+            "dataset": str(source.resolve()),
+            "manifest_sha256": _manifest_sha(source),
+        },
+        "observation_max_deviation": state_error,
+        "final_next_observation_max_deviation": next_error,
+        "seconds": round(seconds, 1),
+    }
+    arrays = {name: value for name, value in arrays.items()} | {FRAMES: frames}
+    path = write_dataset(out, arrays, meta | {"frames": frames_meta})
+    print(
+        f"[render] {rows} transitions in {episodes} episodes: {len(frames)} {size}x{size} frames "
+        f"written to {path} in {seconds:.0f} s (states reproduce observations within {state_error:.2g})"
+    )
+    return path
+
+
+def check_source(arrays: dict, meta: dict, source: Path) -> None:
+    """One-line refusals of a dataset that cannot be rendered."""
+    if FRAMES in arrays:
+        raise ValueError(f"dataset {source} already holds frames; render a state dataset")
+    missing = [key for key in PHYSICS_KEYS if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"dataset {source} holds no physics states ({', '.join(missing)} missing); collect it with "
+            "collect.py or pretrain.py save_dataset=true, which store them"
+        )
+    if meta.get("domain") not in DEFAULT_CAMERA:
+        raise ValueError(f"dataset {source}: its meta names domain {meta.get('domain')!r}, not a URLB domain")
+    if meta.get("observe_pose"):
+        raise ValueError(
+            f"dataset {source} was collected with observe_pose; frames carry no pose: render a dataset "
+            "collected without it"
+        )
+
+
+def padded(values: torch.Tensor, index: torch.Tensor, worlds: int) -> torch.Tensor:
+    """``values[index]`` with its last row repeated up to ``worlds`` rows (a short last chunk)."""
+    return values[torch.cat([index, index[-1:].expand(worlds - len(index))])]
+
+
+def physics_rows(arrays: dict, index: torch.Tensor, worlds: int, device) -> dict[str, torch.Tensor]:
+    return {key: padded(arrays[key], index, worlds).to(device) for key in PHYSICS_KEYS}
+
+
+def deviation(recomputed: torch.Tensor, stored: torch.Tensor, index: torch.Tensor) -> float:
+    """The largest coordinate difference between recomputed and stored observations."""
+    return float((recomputed[: len(index)].cpu().float() - stored[index].float()).abs().max())
+
+
+def _manifest_sha(path: Path) -> str:
+    return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
+
+
+def render_from_config(cfg: DictConfig) -> Path:
+    """``render_dataset.py``: check the inputs, then :func:`render_dataset`."""
+    for key, least in (("size", 16), ("worlds", 1)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{key}={value!r}: use a whole number >= {least}")
+    if not (Path(cfg.dataset) / MANIFEST).is_file():
+        raise FileNotFoundError(f"dataset={cfg.dataset} is not a dataset directory (no {MANIFEST})")
+    check_out(Path(cfg.out))
+    settings = OmegaConf.create({key: cfg[key] for key in ("threads", "backend", "device", "seed")})
+    device = prepare_process(OmegaConf.merge(settings, {"num_envs": cfg.worlds}))  # threads
+    return render_dataset(
+        cfg.dataset,
+        cfg.out,
+        size=cfg.size,
+        camera=cfg.camera,
+        shadows=cfg.shadows,
+        worlds=cfg.worlds,
+        backend=cfg.backend,
+        device=device,
+    )
