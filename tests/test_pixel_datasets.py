@@ -193,3 +193,18 @@ def test_render_entry_point_refuses_in_one_line(tmp_path):
     )
     assert result.returncode != 0
     assert "is not a dataset directory" in result.stderr
+
+
+def test_quadruped_renders_though_its_acceleration_sensors_are_not_states(tmp_path):
+    """Quadruped's IMU and force-torque readings come from the last substep's start and the
+    control: no stored physics state reproduces them, so the check leaves them out."""
+    from envs import make_env
+    from urlb.run.collect import RandomPolicy, collect_dataset
+    from urlb.run.render_dataset import render_dataset
+
+    env = make_env("quadruped", 2, backend="cpu", device="cpu", seed=0)
+    policy = RandomPolicy(env.action_dim, torch.Generator().manual_seed(0))
+    states = collect_dataset(env, policy, 40, tmp_path / "states", {"domain": "quadruped", "agent": "random"})
+    meta = read_dataset(render_dataset(states, tmp_path / "pixels", size=16, worlds=8))[1]["frames"]
+    assert 0 < meta["checked_coordinates"] < env.obs_dim
+    assert meta["observation_max_deviation"] < 1e-5 and meta["camera"] == 2

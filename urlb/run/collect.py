@@ -229,7 +229,7 @@ def load_collector(path: str | Path, domain: str) -> dict:
         )
     if config.get("obs", {"type": "states"})["type"] != "states":
         raise ValueError(
-            f"snapshot {path} acts on pixels; datasets hold state observations: collect with a snapshot "
-            "pretrained on states (obs=states) or policy=random"
+            f"snapshot {path} acts on pixels; collection steps state envs: collect with a snapshot "
+            "pretrained on states (obs=states) or policy=random, then render_dataset.py for frames"
         )
     return snapshot

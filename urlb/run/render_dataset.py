@@ -7,7 +7,7 @@ frame by frame from its physics states (64x64 RGB, URLB's cameras), and agents l
 frames of the very transitions the states came from. ::
 
     for each chunk of rows:                       # ``worlds`` rows at once
-        env.set_physics_state(qpos, qvel, act)    # checked: the observations come back
+        env.set_physics_state(qpos, qvel, act)    # checked: the observations come back (*)
         frames[r + e] = renderer.render()         # row r of episode e: its observation's frame
     for each episode's last row:                  # its next state is stored in no row:
         set_physics_state(row); env.step(action)  # one step from it (checked against next_observation)
@@ -17,6 +17,11 @@ The output is a new dataset: every field of the source, plus ``frames`` (``uint8
 W)``, :mod:`urlb.data.datasets` describes the layout) and ``meta["frames"]`` (size, camera,
 action repeat, renderer, the source and how closely the states reproduced its observations).
 The source is never modified.
+
+(*) Only the observation coordinates a physics state decides are compared: acceleration-stage
+sensors (quadruped's IMU and force-torque, jaco's) are read at the last substep's start and
+depend on the control applied, neither of which a dataset stores. :func:`state_coordinates`
+finds the others. Frames depend on positions alone.
 
 Imports: envs, urlb.data, urlb.run.
 """
@@ -78,12 +83,15 @@ def render_dataset(
     frames = np.empty((rows + episodes, 3, size, size), dtype=np.uint8)
     episode = torch.arange(episodes).repeat_interleave(ends - starts)
     began = time.perf_counter()
+    checked = state_coordinates(
+        env, physics_rows(arrays, torch.arange(min(rows, worlds)), worlds, env.device)
+    )
     # Each row's observation: frame r + e.
     state_error = 0.0
     for first in range(0, rows, worlds):
         index = torch.arange(first, min(first + worlds, rows))
         td = env.set_physics_state(physics_rows(arrays, index, worlds, env.device))
-        state_error = max(state_error, deviation(td["observation"], arrays["observation"], index))
+        state_error = max(state_error, deviation(td["observation"], arrays["observation"], index, checked))
         frames[(index + episode[index]).numpy()] = renderer.render()[: len(index)].cpu().numpy()
     # Each episode's last next observation: one step from its last row, frame end + e.
     next_error = 0.0
@@ -95,7 +103,9 @@ def render_dataset(
         env.set_step_count(torch.zeros(worlds, dtype=torch.long))
         action = padded(arrays["action"], index, worlds).to(env.device, torch.float32)
         td = env.step(action, auto_reset=False)
-        next_error = max(next_error, deviation(td["next_observation"], arrays["next_observation"], index))
+        next_error = max(
+            next_error, deviation(td["next_observation"], arrays["next_observation"], index, checked)
+        )
         frames[(ends[chosen] + chosen).numpy()] = renderer.render()[: len(index)].cpu().numpy()
     env.close()
     for name, error in (("observation", state_error), ("next_observation", next_error)):
@@ -116,6 +126,7 @@ def render_dataset(
             "dataset": str(source.resolve()),
             "manifest_sha256": _manifest_sha(source),
         },
+        "checked_coordinates": int(checked.sum()),
         "observation_max_deviation": state_error,
         "final_next_observation_max_deviation": next_error,
         "seconds": round(seconds, 1),
@@ -157,9 +168,26 @@ def physics_rows(arrays: dict, index: torch.Tensor, worlds: int, device) -> dict
     return {key: padded(arrays[key], index, worlds).to(device) for key in PHYSICS_KEYS}
 
 
-def deviation(recomputed: torch.Tensor, stored: torch.Tensor, index: torch.Tensor) -> float:
-    """The largest coordinate difference between recomputed and stored observations."""
-    return float((recomputed[: len(index)].cpu().float() - stored[index].float()).abs().max())
+def state_coordinates(env, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(obs_dim,)`` bool: the observation coordinates a physics state decides. A step from
+    ``state`` reports its next observation; setting the physics state it reached must give the
+    same value in those coordinates. Acceleration-stage sensors differ: the env reports them
+    from the last substep's start (as dm_control does) and control enters them."""
+    env.set_physics_state(state)
+    env.set_step_count(torch.zeros(env.num_envs, dtype=torch.long))
+    controls = torch.linspace(-1, 1, env.num_envs * env.action_dim, device=env.device)
+    stepped = env.step(controls.reshape(env.num_envs, env.action_dim).float(), auto_reset=False)
+    reached = {key: value for key, value in env.physics_state().items() if key in PHYSICS_KEYS}
+    again = env.set_physics_state(reached)["observation"]
+    close = (stepped["next_observation"] - again).abs() <= 1e-5
+    return close.all(dim=0).cpu()
+
+
+def deviation(recomputed: torch.Tensor, stored: torch.Tensor, index: torch.Tensor, checked) -> float:
+    """The largest difference between recomputed and stored observations in the ``checked``
+    coordinates."""
+    difference = recomputed[: len(index)].cpu().float() - stored[index].float()
+    return float(difference[:, checked].abs().max())
 
 
 def _manifest_sha(path: Path) -> str:
