@@ -151,8 +151,9 @@ class HILPAgent(LatentAgent):
     # -- zero-shot ----------------------------------------------------------------------------------
     @torch.no_grad()
     def infer_latent(self, observation, next_observation, reward) -> torch.Tensor:
-        features = self.features(self.encode(observation), self.encode(next_observation))
-        return regress_latent(features, reward)
+        # phi_t reads s only for diff: frames that would go unread are not encoded
+        observation = self.encode(observation) if self.feature_type == "diff" else observation
+        return regress_latent(self.features(observation, self.encode(next_observation)), reward)
 
     @torch.no_grad()
     def goal_latent(self, observation, goal) -> torch.Tensor:
