@@ -19,6 +19,12 @@ Settings are the reference's ``FBDDPGAgentConfig`` defaults (the config's header
 each offline update is one of the reference's updates: its 1M gradient steps make 500k updates
 (``update_every_steps=2`` skips odd steps), ``offline_updates`` counts updates made. Parity:
 ``tests/reference/test_fb_parity.py`` replays the reference's updates with its draws.
+
+Pixels: as HILP's copy of FB runs them (``hilp_zsrl``'s ``agent/fb_ddpg.py``; controllable_agent
+builds an encoder but its update never encodes): the states B mixes in are the batch's
+observations permuted (the permutation drawn before the shifts) and shifted and encoded on
+their own; the encoder learns through F's input s alone (s', the mixed states: detached).
+Parity: ``tests/reference/test_zero_shot_pixel_parity.py``.
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class FBAgent(LatentAgent):
         mix_ratio: float = 0.5,
         ortho_coef: float = 1.0,
         offline_updates: int = 500_000,
+        encoder_depth: int | None = None,
+        aug_pad: int | None = None,
     ):
         super().__init__(
             obs_dim,
@@ -91,10 +99,12 @@ class FBAgent(LatentAgent):
             discount,
             mix_ratio,
             offline_updates,
+            encoder_depth,
+            aug_pad,
         )
         self.ortho_coef = ortho_coef
-        self.backward_map = BackwardMap(obs_dim, z_dim, backward_hidden_dim)
-        self.backward_target = BackwardMap(obs_dim, z_dim, backward_hidden_dim)
+        self.backward_map = BackwardMap(self.repr_dim, z_dim, backward_hidden_dim)
+        self.backward_target = BackwardMap(self.repr_dim, z_dim, backward_hidden_dim)
         self.backward_target.load_state_dict(self.backward_map.state_dict())
         self.backward_target.requires_grad_(False)
         self.fb_opt = torch.optim.Adam(
@@ -105,25 +115,35 @@ class FBAgent(LatentAgent):
             lr=lr,
         )
 
+    # The reference's shift order; ``mix_observation``: the permuted states B mixes in.
+    encoded_fields = (("observation", True), ("next_observation", False), ("mix_observation", False))
+
     def optimisers(self):
-        return {"actor": self.actor_opt, "fb": self.fb_opt}
+        return {"actor": self.actor_opt, "fb": self.fb_opt} | self.encoder_optimisers()
 
     # -- zero-shot ----------------------------------------------------------------------------------
     @torch.no_grad()
     def infer_latent(self, observation, next_observation, reward) -> torch.Tensor:
         """z = normalise(mean_i r_i B(s'_i)) (the reference's ``infer_meta``: next states)."""
-        return reward_weighted_latent(self.backward_map(next_observation), reward)
+        return reward_weighted_latent(self.backward_map(self.encode(next_observation)), reward)
 
     @torch.no_grad()
     def goal_latent(self, observation, goal) -> torch.Tensor:
-        return self.backward_map(goal)
+        return self.backward_map(self.encode(goal))
 
     # -- learning -----------------------------------------------------------------------------------
+    def encode_batch(self, batch: TensorDict) -> TensorDict:
+        """The permutation of the states B mixes in is drawn first (``mix_observation``); then
+        the frames are shifted and encoded."""
+        if self.mix_ratio > 0:
+            batch["mix_observation"] = batch["observation"][self.permutation(batch["action"])]
+        return super().encode_batch(batch)
+
     def mix_dataset_latents(self, batch: TensorDict, z: torch.Tensor) -> torch.Tensor:
         """B of the permuted batch's states replaces z where the mix mask holds."""
-        perm, mask = self.permuted_mask(z)
+        mask = self.mix_mask(z)
         with torch.no_grad():
-            candidates = self.backward_map(batch["observation"][perm])
+            candidates = self.backward_map(batch["mix_observation"])
         return mix_latents(z, candidates, mask)
 
     def update_representation(self, batch: TensorDict, z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,9 +158,7 @@ class FBAgent(LatentAgent):
         loss, metrics = fb_loss(f1 @ b.T, f2 @ b.T, target_m, batch["discount"])
         orth, orth_metrics = orthonormality_loss(b)
         loss = loss + self.ortho_coef * orth
-        self.fb_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.fb_opt.step()
+        self.step_representation(loss, self.fb_opt)
         return metrics | orth_metrics | {"fb_loss": loss.detach(), "orth_loss": orth.detach()}
 
     def update_targets(self) -> None:

@@ -22,6 +22,10 @@ Settings are the reference's (``SFAgentConfig`` and the README's walker command;
 header names each). ``q_loss=true`` regresses F^T z on its target instead of F (the README's
 quadruped and jaco runs). Parity: ``tests/reference/test_hilp_parity.py`` replays the
 reference's updates with its draws (departures: docs/fidelity.md).
+
+Pixels (the reference's pixel runs): s, s' and g are each shifted and encoded (in that order);
+the encoder learns through s (F and phi) and g (phi), s' is detached; "g reached" compares the
+shifted encodings, as the reference does. Parity: ``tests/reference/test_zero_shot_pixel_parity.py``.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class HILPAgent(LatentAgent):
         q_loss: bool = False,
         copy_phi_targets: bool = False,
         offline_updates: int = 1_000_000,
+        encoder_depth: int | None = None,
+        aug_pad: int | None = None,
     ):
         if feature_type not in FEATURE_TYPES:
             raise ValueError(f"feature_type={feature_type!r}; use one of {', '.join(FEATURE_TYPES)}")
@@ -105,13 +111,16 @@ class HILPAgent(LatentAgent):
             discount,
             mix_ratio,
             offline_updates,
+            encoder_depth,
+            aug_pad,
         )
         self.hilp_discount, self.hilp_expectile = hilp_discount, hilp_expectile
         self.phi_target_tau, self.running_mean_rate = phi_target_tau, running_mean_rate
         self.future, self.random_goal = future, random_goal
         self.feature_type, self.q_loss = feature_type, q_loss
-        self.phis = torch.nn.ModuleList([state_map(obs_dim, phi_hidden_dim, z_dim) for _ in range(2)])
-        self.phi_targets = torch.nn.ModuleList([state_map(obs_dim, phi_hidden_dim, z_dim) for _ in range(2)])
+        repr_dim = self.repr_dim
+        self.phis = torch.nn.ModuleList([state_map(repr_dim, phi_hidden_dim, z_dim) for _ in range(2)])
+        self.phi_targets = torch.nn.ModuleList([state_map(repr_dim, phi_hidden_dim, z_dim) for _ in range(2)])
         if copy_phi_targets:
             self.phi_targets.load_state_dict(self.phis.state_dict())
         self.phi_targets.requires_grad_(False)
@@ -119,8 +128,11 @@ class HILPAgent(LatentAgent):
         self.sf_opt = torch.optim.Adam(self.forward_map.parameters(), lr=lr)
         self.phi_opt = torch.optim.Adam(self.phis.parameters(), lr=lr_coef * lr)
 
+    # The reference's shift order: s, s', then the goal.
+    encoded_fields = (("observation", True), ("next_observation", False), ("goal", True))
+
     def optimisers(self):
-        return {"actor": self.actor_opt, "sf": self.sf_opt, "phi": self.phi_opt}
+        return {"actor": self.actor_opt, "sf": self.sf_opt, "phi": self.phi_opt} | self.encoder_optimisers()
 
     # -- the representation -------------------------------------------------------------------------
     def phi(self, observation: torch.Tensor) -> torch.Tensor:
@@ -139,21 +151,23 @@ class HILPAgent(LatentAgent):
     # -- zero-shot ----------------------------------------------------------------------------------
     @torch.no_grad()
     def infer_latent(self, observation, next_observation, reward) -> torch.Tensor:
-        return regress_latent(self.features(observation, next_observation), reward)
+        # phi_t reads s only for diff: frames that would go unread are not encoded
+        observation = self.encode(observation) if self.feature_type == "diff" else observation
+        return regress_latent(self.features(observation, self.encode(next_observation)), reward)
 
     @torch.no_grad()
     def goal_latent(self, observation, goal) -> torch.Tensor:
-        return on_sphere(self.phi(goal) - self.phi(observation))
+        return on_sphere(self.phi(self.encode(goal)) - self.phi(self.encode(observation)))
 
     # -- learning -----------------------------------------------------------------------------------
     def sample_batch(self, sampler) -> TensorDict:
         batch = sampler.sample_with_goals(self.batch_size, self.future, self.random_goal)
-        batch["discount"] = self.discount * (~batch["terminated"]).to(batch["observation"].dtype)
+        batch["discount"] = self.discount * (~batch["terminated"]).to(batch["action"].dtype)
         return batch
 
     def mix_dataset_latents(self, batch: TensorDict, z: torch.Tensor) -> torch.Tensor:
         """``phi_t Cov(phi_t)^+`` of the permuted batch replaces z where the mix mask holds."""
-        perm, mask = self.permuted_mask(z)
+        perm, mask = self.permutation(z), self.mix_mask(z)
         with torch.no_grad():
             phi = self.features(batch["observation"][perm], batch["next_observation"][perm])
         inverse = torch.linalg.pinv(phi.T @ phi / len(phi))
@@ -174,11 +188,9 @@ class HILPAgent(LatentAgent):
         else:
             sf_loss = F.mse_loss(f1, target_f) + F.mse_loss(f2, target_f)
         phi_loss, metrics = self.value_loss(observation, next_observation, batch["goal"])
-        self.sf_opt.zero_grad(set_to_none=True)
-        self.phi_opt.zero_grad(set_to_none=True)
-        (sf_loss + phi_loss).backward()  # disjoint parameters: each loss's own gradients
-        self.sf_opt.step()
-        self.phi_opt.step()
+        # sf and phi: disjoint parameters, each loss's own gradients; the pixel encoder: the sum
+        # of both losses' (the reference's two backward calls)
+        self.step_representation(sf_loss + phi_loss, self.sf_opt, self.phi_opt)
         return metrics | {"sf_loss": sf_loss.detach(), "phi_norm": target_phi.norm(dim=-1).mean()}
 
     def value_loss(self, observation, next_observation, goal):

@@ -7,14 +7,26 @@ draws and the actor step; subclasses (``agents/fb.py``, ``agents/hilp.py``) defi
 predicts and how a task becomes a z. Its update template::
 
     batch = sampler.sample...(batch_size)       # the subclass's, with its goals
-    z = sphere draws, a mix_ratio share replaced by dataset-derived z (the subclass's)
-    metrics = update_representation(batch, z)   # F (and B or phi) and their optimisers
-    metrics |= update_actor(batch.observation, z)
+    z = sphere draws
+    batch = encode_batch(batch)                 # frames: shifted and encoded (the subclass's fields)
+    z = a mix_ratio share replaced by dataset-derived z (the subclass's)
+    metrics = update_representation(batch, z)   # F (and B or phi), their optimisers, the encoder's
+    metrics |= update_actor(batch.observation.detach(), z)
     soft updates of the targets
+
+Pixels (``obs_dim=(C, H, W)``, uint8 frame stacks): as HILP's zero-shot code runs both agents
+(``hilp_zsrl``, ``agent/ddpg.py``'s ``make_aug_encoder``), one DrQ-v2 encoder
+(``agents.parts.encoders.PixelEncoder``) whose stride-1 convolutions depend on the frame side
+(``encoder_depth``) and a random shift of pad ``side // 21`` (``aug_pad``). Each frame field of
+a batch gets its own shift draw, in the order :attr:`LatentAgent.encoded_fields` lists, then
+the encoder; the fields the representation loss trains the encoder through keep their
+gradient, the others are detached. The encoder has its own Adam (rate ``lr``), stepped with
+the representation's optimisers; the actor reads detached features. Acting and z inference
+encode without the shift.
 
 Acting: each world carries ``z`` (``init_state``): drawn on the sphere, or the one fixed by
 :meth:`LatentAgent.fix_latent` (a task's inferred z). Randomness (z draws, the permutation and
-mix mask, the policy noise) comes from ``randomness`` (``agents.parts.nets.Randomness``), which
+mix mask, the shifts, the policy noise) comes from ``randomness`` (``agents.parts.nets.Randomness``), which
 the reference-parity test replaces with the reference's recorded draws.
 
 Imports: agents.base and agents.parts only.
@@ -23,14 +35,35 @@ Imports: agents.base and agents.parts only.
 from __future__ import annotations
 
 import abc
+import numbers
 
 import torch
 from tensordict import TensorDict
 
 from agents.actor_critic import frozen
 from agents.base import Agent
+from agents.parts.encoders import PixelEncoder, RandomShift, zero_shot_encoder_depth
 from agents.parts.latent import ForwardMap, LatentActor, on_sphere
 from agents.parts.nets import TORCH_RANDOMNESS, Randomness, optimise, soft_update
+
+# Frames per encoder call when acting or inferring z (no gradient): bounds the activations of
+# z inference over thousands of dataset frames.
+ENCODE_CHUNK = 1024
+
+
+def frame_shape(obs_dim) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of a frame observation spec, None for a state size; anything else is refused."""
+    if isinstance(obs_dim, numbers.Integral) and not isinstance(obs_dim, bool):
+        if obs_dim < 1:
+            raise ValueError(f"obs_dim={obs_dim}: a state size must be >= 1")
+        return None
+    try:
+        shape = tuple(int(size) for size in obs_dim)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"obs_dim={obs_dim!r}: give a state size (int) or frames (C, H, W), e.g. (9,64,64)")
+    return shape
 
 
 class LatentAgent(Agent):
@@ -46,7 +79,14 @@ class LatentAgent(Agent):
         discount: gamma of F's bootstrap.
         mix_ratio: share of a batch's z replaced by dataset-derived ones.
         offline_updates: the offline budget (``configs/pretrain.yaml``'s ``offline.updates``).
+        encoder_depth: frames: stride-1 convolutions after the encoder's stride-2 one; None:
+            the reference's rule for the frame height (3 at >= 64, 2 at >= 48, else 1).
+        aug_pad: frames: the random shift's pad; None: the reference's ``height // 21``.
     """
+
+    # Frame fields of a batch, in the order they are shifted (each its own draw) and encoded,
+    # each with whether the representation loss trains the encoder through it (else detached).
+    encoded_fields: tuple[tuple[str, bool], ...] = (("observation", True), ("next_observation", False))
 
     pretrains_offline = True  # pretrain.py agent=fb|hilp dataset=<path>
     infers_task = True  # zero_shot.py infers z from reward-labelled dataset states
@@ -68,20 +108,22 @@ class LatentAgent(Agent):
         discount: float,
         mix_ratio: float,
         offline_updates: int,
+        encoder_depth: int | None = None,
+        aug_pad: int | None = None,
     ):
-        if not isinstance(obs_dim, int):
-            raise ValueError(
-                f"{type(self).__name__} learns from state datasets, not frames {obs_dim}: use obs=states"
-            )
+        frames = frame_shape(obs_dim)
         if not 0 <= mix_ratio <= 1 or z_dim < 1:
             raise ValueError(f"mix_ratio={mix_ratio} must lie in [0, 1] and z_dim={z_dim} be >= 1")
-        super().__init__(obs_dim, action_dim)
+        super().__init__(tuple(frames) if frames else int(obs_dim), action_dim)
         self.z_dim, self.batch_size, self.lr = z_dim, batch_size, lr
         self.stddev, self.stddev_clip, self.target_tau = stddev, stddev_clip, target_tau
         self.discount, self.mix_ratio, self.offline_updates = discount, mix_ratio, offline_updates
-        self.actor = LatentActor(obs_dim, z_dim, action_dim, feature_dim, hidden_dim)
-        self.forward_map = ForwardMap(obs_dim, z_dim, action_dim, feature_dim, hidden_dim)
-        self.forward_target = ForwardMap(obs_dim, z_dim, action_dim, feature_dim, hidden_dim)
+        self.pixels = frames is not None
+        self.build_encoder(frames, encoder_depth, aug_pad, lr)
+        repr_dim = self.repr_dim
+        self.actor = LatentActor(repr_dim, z_dim, action_dim, feature_dim, hidden_dim)
+        self.forward_map = ForwardMap(repr_dim, z_dim, action_dim, feature_dim, hidden_dim)
+        self.forward_target = ForwardMap(repr_dim, z_dim, action_dim, feature_dim, hidden_dim)
         self.forward_target.load_state_dict(self.forward_map.state_dict())
         self.forward_target.requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=lr)
@@ -92,6 +134,74 @@ class LatentAgent(Agent):
 
     def _sync_fixed(self) -> None:
         self._fixed = bool(self.latent_is_fixed)
+
+    # -- frames -----------------------------------------------------------------------------------
+    def build_encoder(self, frames, encoder_depth: int | None, aug_pad: int | None, lr: float) -> None:
+        """``encoder`` (the identity on states), ``augment`` and ``encoder_opt`` (None on states),
+        and ``repr_dim``, what the networks read."""
+        self.encoder: torch.nn.Module = torch.nn.Identity()
+        self.augment: RandomShift | None = None
+        self.encoder_opt: torch.optim.Optimizer | None = None
+        if frames is None:
+            self.repr_dim = self.obs_dim
+            return
+        height = frames[1]
+        depth = zero_shot_encoder_depth(height) if encoder_depth is None else encoder_depth
+        pad = height // 21 if aug_pad is None else aug_pad
+        if depth < 0 or pad < 0:
+            raise ValueError(f"encoder_depth={encoder_depth} and aug_pad={aug_pad} must be >= 0 (or null)")
+        self.encoder = PixelEncoder(frames, stride_one_layers=depth)
+        self.augment = RandomShift(pad)
+        self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=lr)
+        self.repr_dim = self.encoder.repr_dim
+
+    @torch.no_grad()
+    def encode(self, observation: torch.Tensor) -> torch.Tensor:
+        """What the networks read of observations ``(N, ...)``: states as they are, frames
+        through the encoder without augmentation (acting, z inference), in chunks."""
+        if not self.pixels:
+            return observation
+        self.check_frames("observation", observation)
+        return torch.cat([self.encoder(chunk) for chunk in observation.split(ENCODE_CHUNK)])
+
+    def check_frames(self, name: str, frames: torch.Tensor) -> None:
+        if tuple(frames.shape[1:]) != self.obs_dim:
+            raise ValueError(
+                f"{type(self).__name__} was built for frames {self.obs_dim}, got {name} "
+                f"{tuple(frames.shape)}: build it with obs_dim=(C, H, W) of the dataset's frame stacks"
+            )
+
+    def augment_encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(B, C, H, W)`` shifted (one ``randomness.randint`` draw ``(B, 2)``) and
+        encoded ``(B, repr_dim)``, with the encoder's gradient."""
+        shift = self.randomness.randint(2 * self.augment.pad + 1, (len(frames), 2), frames.device)
+        return self.encoder(self.augment(frames, shift=shift))
+
+    def encode_batch(self, batch: TensorDict) -> TensorDict:
+        """The batch with its frame fields (:attr:`encoded_fields`, those present) replaced by
+        shifted encodings, detached where the encoder does not learn through them; states pass."""
+        if not self.pixels:
+            return batch
+        for key, trains_encoder in self.encoded_fields:
+            if key in batch.keys():
+                self.check_frames(key, batch[key])
+                features = self.augment_encode(batch[key])
+                batch.set(key, features if trains_encoder else features.detach())
+        return batch
+
+    def step_representation(self, loss: torch.Tensor, *optimisers: torch.optim.Optimizer) -> None:
+        """One gradient step of ``optimisers`` on ``loss``, and of the pixel encoder's (the
+        reference steps it with the representation's)."""
+        optimisers = (*optimisers, self.encoder_opt) if self.encoder_opt is not None else optimisers
+        for optimiser in optimisers:
+            optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimiser in optimisers:
+            optimiser.step()
+
+    def encoder_optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        """``{"encoder": its Adam}`` on frames, else empty (for :meth:`optimisers`)."""
+        return {"encoder": self.encoder_opt} if self.encoder_opt is not None else {}
 
     # -- latents ---------------------------------------------------------------------------------
     def sample_latents(self, num: int, like: torch.Tensor) -> torch.Tensor:
@@ -136,33 +246,35 @@ class LatentAgent(Agent):
 
     @torch.no_grad()
     def act(self, observation, state: TensorDict, explore: bool) -> torch.Tensor:
-        dist = self.actor(observation, state["z"], self.stddev)
+        dist = self.actor(self.encode(observation), state["z"], self.stddev)
         return dist.sample(randomness=self.randomness) if explore else dist.mean
 
     # -- learning ---------------------------------------------------------------------------------
     def update(self, sampler, step: int) -> dict[str, torch.Tensor]:
         """One offline update from a :class:`urlb.data.datasets.DatasetSampler`."""
         batch = self.sample_batch(sampler)
-        observation = batch["observation"]
-        z = self.sample_latents(self.batch_size, observation)
+        z = self.sample_latents(self.batch_size, batch["action"])
+        batch = self.encode_batch(batch)
         if self.mix_ratio > 0:
             z = self.mix_dataset_latents(batch, z)
         metrics = self.update_representation(batch, z)
-        metrics |= self.update_actor(observation, z)
+        metrics |= self.update_actor(batch["observation"].detach(), z)
         self.update_targets()
         return metrics
 
     def sample_batch(self, sampler) -> TensorDict:
         """Transitions with ``discount`` = gamma (0 past a terminal)."""
         batch = sampler.sample(self.batch_size)
-        batch["discount"] = self.discount * (~batch["terminated"]).to(batch["observation"].dtype)
+        batch["discount"] = self.discount * (~batch["terminated"]).to(batch["action"].dtype)
         return batch
 
-    def permuted_mask(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A permutation of the batch and the rows whose z is replaced (share ``mix_ratio``)."""
-        perm = self.randomness.permutation(self.batch_size, like.device)
-        mask = self.randomness.uniform((self.batch_size,), like) < self.mix_ratio
-        return perm, mask
+    def mix_mask(self, like: torch.Tensor) -> torch.Tensor:
+        """The rows whose z is replaced (share ``mix_ratio``) ``(batch_size,)``."""
+        return self.randomness.uniform((self.batch_size,), like) < self.mix_ratio
+
+    def permutation(self, like: torch.Tensor) -> torch.Tensor:
+        """A permutation of the batch's rows (the dataset states a mix draws z from)."""
+        return self.randomness.permutation(self.batch_size, like.device)
 
     @abc.abstractmethod
     def mix_dataset_latents(self, batch: TensorDict, z: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,10 @@ Reinforcement Learning", ICLR 2022) as URLB uses it for ``obs_type=pixels``:
   ReLU after every one, flattened (``32 * 35 * 35 = 39200`` values at 84x84);
 * :class:`RandomShift`: DrQ-v2's ``RandomShiftsAug``, pad 4: each frame is shifted by a
   whole number of pixels, ``(dx, dy)`` uniform in ``[-pad, pad]^2``, its border repeated;
-* :func:`make_encoder`: the encoder for an observation spec (the identity for state vectors).
+* :func:`make_encoder`: the encoder for an observation spec (the identity for state vectors);
+* :func:`zero_shot_encoder_depth`: HILP's zero-shot code (``hilp_zsrl``, ``agent/ddpg.py``'s
+  ``Encoder``) keeps the stride-2 convolution and drops stride-1 ones on small frames (3 at
+  sides >= 64, 2 at >= 48, else 1), with pad ``side // 21`` (3 at 64x64).
 
 And the encoders of METRA's pixel networks and DreamerV2's world model:
 
@@ -44,10 +47,16 @@ def weight_init(module: nn.Module) -> None:
         orthogonal_init(module)
 
 
-def conv_output_size(size: int) -> int:
+def conv_output_size(size: int, stride_one_layers: int = STRIDE_ONE_LAYERS) -> int:
     """Side of the encoder's last feature map for a frame side ``size`` (no padding:
-    3x3 stride 2, then three 3x3 stride 1)."""
-    return (size - 3) // 2 + 1 - 2 * STRIDE_ONE_LAYERS
+    3x3 stride 2, then ``stride_one_layers`` 3x3 stride 1)."""
+    return (size - 3) // 2 + 1 - 2 * stride_one_layers
+
+
+def zero_shot_encoder_depth(side: int) -> int:
+    """Stride-1 convolutions HILP's zero-shot encoder puts after its stride-2 one for frames of
+    height ``side``: 3 (URLB's encoder) at >= 64, 2 at >= 48, else 1."""
+    return 3 if side >= 64 else 2 if side >= 48 else 1
 
 
 class PixelEncoder(nn.Module):
@@ -55,22 +64,28 @@ class PixelEncoder(nn.Module):
 
     Args:
         obs_shape: ``(C, H, W)`` of the frames.
+        stride_one_layers: 3x3 stride-1 convolutions after the stride-2 one (URLB's 3).
 
     Attributes:
         repr_dim: size of the flat output, ``32 * h * w`` of the last feature map.
     """
 
-    def __init__(self, obs_shape: tuple[int, int, int]):
+    def __init__(self, obs_shape: tuple[int, int, int], stride_one_layers: int = STRIDE_ONE_LAYERS):
         super().__init__()
         channels, height, width = obs_shape
-        out_h, out_w = conv_output_size(height), conv_output_size(width)
+        if stride_one_layers < 0:
+            raise ValueError(f"stride_one_layers={stride_one_layers} must be >= 0")
+        out_h = conv_output_size(height, stride_one_layers)
+        out_w = conv_output_size(width, stride_one_layers)
         if out_h < 1 or out_w < 1:
+            least = 4 * stride_one_layers + 3
             raise ValueError(
-                f"frames of {height}x{width} are too small for the encoder's convolutions (min 15x15)"
+                f"frames of {height}x{width} are too small for the encoder's convolutions "
+                f"(min {least}x{least})"
             )
         self.repr_dim = CHANNELS * out_h * out_w
         layers: list[nn.Module] = [nn.Conv2d(channels, CHANNELS, 3, stride=2), nn.ReLU()]
-        for _ in range(STRIDE_ONE_LAYERS):
+        for _ in range(stride_one_layers):
             layers += [nn.Conv2d(CHANNELS, CHANNELS, 3, stride=1), nn.ReLU()]
         self.convnet = nn.Sequential(*layers, nn.Flatten())
         self.apply(weight_init)
@@ -84,7 +99,9 @@ class RandomShift(nn.Module):
     """DrQ-v2's random shift: replicate-pad each frame by ``pad`` pixels, then crop an
     ``H x W`` window at an integer offset drawn uniformly from ``[0, 2 * pad]`` in each axis,
     independently per sample (the same shift for all channels of a sample: a frame stack
-    moves together).
+    moves together). The offsets ``(B, 2)`` are ``(x, y)``, horizontal first, as DrQ-v2
+    draws them; a caller may pass its own (``shift``: the zero-shot agents draw them through
+    their ``randomness``).
 
     Done as two gathers of clamped indices (pixel ``i`` of the crop is pixel
     ``clamp(i + offset - pad, 0, H - 1)`` of the frame), with no Python loop over the batch
@@ -99,16 +116,23 @@ class RandomShift(nn.Module):
             raise ValueError(f"pad must be >= 0, got {pad}")
         self.pad = pad
 
-    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        frames: torch.Tensor,
+        generator: torch.Generator | None = None,
+        shift: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``(B, C, H, W)`` -> shifted ``(B, C, H, W)``, same dtype; ``generator`` (on the
-        frames' device) draws the shifts."""
+        frames' device) draws the shifts unless ``shift`` ``(B, 2)`` (integers in
+        ``[0, 2 * pad]``, ``(x, y)``) gives them."""
         if frames.ndim != 4:
             raise ValueError(f"RandomShift expects frames (B, C, H, W), got shape {tuple(frames.shape)}")
         n, c, h, w = frames.shape
-        offset = torch.randint(0, 2 * self.pad + 1, (n, 2), device=frames.device, generator=generator)
-        offset = offset - self.pad
-        rows = (torch.arange(h, device=frames.device) + offset[:, :1]).clamp(0, h - 1)  # (B, H)
-        cols = (torch.arange(w, device=frames.device) + offset[:, 1:]).clamp(0, w - 1)  # (B, W)
+        if shift is None:
+            shift = torch.randint(0, 2 * self.pad + 1, (n, 2), device=frames.device, generator=generator)
+        offset = shift.to(device=frames.device, dtype=torch.long) - self.pad
+        rows = (torch.arange(h, device=frames.device) + offset[:, 1:]).clamp(0, h - 1)  # (B, H)
+        cols = (torch.arange(w, device=frames.device) + offset[:, :1]).clamp(0, w - 1)  # (B, W)
         shifted = frames.gather(2, rows[:, None, :, None].expand(n, c, h, w))
         return shifted.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 

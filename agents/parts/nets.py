@@ -92,6 +92,10 @@ class Randomness:
         """A random permutation of ``0 .. size - 1`` (int64)."""
         return torch.randperm(size, device=device)
 
+    def randint(self, high: int, shape: tuple[int, ...], device) -> torch.Tensor:
+        """Integers uniform in ``[0, high)`` of ``shape`` (int64): random shifts' offsets."""
+        return torch.randint(0, high, shape, device=device)
+
 
 TORCH_RANDOMNESS = Randomness()
 

@@ -15,7 +15,8 @@ Recorded (npz keys):
 * ``update<i>/draw<j>``: every random value drawn inside the update, in order, with its kind in
   the manifest: ``randn`` (z on the sphere), ``randperm`` (the permutation of the states B mixes
   in), ``uniform`` (numpy's mix mask draws), ``standard_normal`` (the policy's noise, through
-  ``utils._standard_normal``); the recorder checks that torch's generator advanced by exactly
+  ``utils._standard_normal``), ``randint`` (on pixels, each random shift: ``(B, 1, 1, 2)``, x
+  then y, as float); the recorder checks that torch's generator advanced by exactly
   these draws;
 * ``update<i>/metric/<name>``: every scalar the update logged;
 * ``update<i>/param/<name>``: every state_dict entry after the update.
@@ -102,10 +103,11 @@ def make_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
 def recording(draws: list[dict]):
     """Record every random value the reference draws inside an update (module docstring)."""
     utils = sys.modules["url_benchmark.utils"]
-    standard_normal, randn, randperm, uniform = (
+    standard_normal, randn, randperm, randint, uniform = (
         utils._standard_normal,
         torch.randn,
         torch.randperm,
+        torch.randint,
         np.random.uniform,
     )
 
@@ -125,14 +127,16 @@ def recording(draws: list[dict]):
 
     utils._standard_normal = wrap("standard_normal", standard_normal)
     torch.randn, torch.randperm = wrap("randn", randn), wrap("randperm", randperm)
+    torch.randint = wrap("randint", randint)  # pixels: the random shifts (RandomShiftsAug)
     np.random.uniform = wrap("uniform", uniform, redraw=False)  # numpy's generator: not torch's
     try:
         yield
     finally:
-        utils._standard_normal, torch.randn, torch.randperm, np.random.uniform = (
+        utils._standard_normal, torch.randn, torch.randperm, torch.randint, np.random.uniform = (
             standard_normal,
             randn,
             randperm,
+            randint,
             uniform,
         )
 

@@ -115,14 +115,17 @@ def replay(fixture: Fixture) -> Comparison:
     )
 
 
-def replay_latent(fixture: Fixture, agent, sampler, metrics: dict[str, str], ours_of) -> Comparison:
+def replay_latent(
+    fixture: Fixture, agent, sampler, metrics: dict[str, str], ours_of, draws=None
+) -> Comparison:
     """Every recorded update of a zero-shot agent (FB, HILP) through ``agent``: the batch as
     ``sampler(batch)`` serves it, the reference's draws through the ``randomness`` hook (all of
-    them, and nothing behind it), then the ``metrics`` (reference name -> ours) and every
-    weight (``ours_of`` maps the reference's names) paired with the reference's."""
+    them, and nothing behind it; ``draws(index)``: update ``index``'s as ours asks for them,
+    by default the fixture's as recorded), then the ``metrics`` (reference name -> ours) and
+    every weight (``ours_of`` maps the reference's names) paired with the reference's."""
     comparison = Comparison()
     for index in range(fixture.updates):
-        agent.randomness = RecordedRandomness(fixture.draws(index))
+        agent.randomness = RecordedRandomness((draws or fixture.draws)(index))
         rng = torch.get_rng_state()
         logged = agent.update(sampler(fixture.group(f"batch{index}")), index)
         agent.randomness.finish()

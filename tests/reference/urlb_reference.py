@@ -75,8 +75,8 @@ class Fixture:
 
 
 # The recorder's kinds of draw -> the Randomness method that makes ours (randint: Dreamer's
-# RSSM ensemble member, which ours has no counterpart for; randperm and uniform: FB's and
-# HILP's latent mixes).
+# RSSM ensemble member, which ours has no counterpart for, and the zero-shot agents' random
+# shifts on pixels; randperm and uniform: FB's and HILP's latent mixes).
 DRAW_KINDS = {
     "standard_normal": "normal",
     "randn": "normal",
@@ -436,6 +436,12 @@ class RecordedRandomness(Randomness):
 
     def permutation(self, size: int, device) -> torch.Tensor:
         return self.serve("permutation", (size,)).to(device=device, dtype=torch.long)
+
+    def randint(self, high: int, shape, device) -> torch.Tensor:
+        value = self.serve("randint", shape)
+        if value.min() < 0 or value.max() >= high:
+            raise AssertionError(f"a recorded randint draw lies outside [0, {high})")
+        return value.to(device=device, dtype=torch.long)
 
     def finish(self) -> None:
         """Every recorded draw was used."""
