@@ -169,7 +169,7 @@ def test_agents_update_infer_and_reach_goals(cls, dataset):
 
 
 # -- through the entry points ---------------------------------------------------------------------------
-def pretrain(agent: str, dataset: Path, tmp_path: Path, *extra: str) -> Path:
+def pretrain(agent: str, dataset: Path, tmp_path: Path, *extra: str, folder: str = "jaco") -> Path:
     offline = ["offline.updates=10", "offline.snapshot_updates=[10]", "offline.eval_every_updates=10"]
     snapshots = tmp_path / "snapshots"
     entry(
@@ -185,7 +185,7 @@ def pretrain(agent: str, dataset: Path, tmp_path: Path, *extra: str) -> Path:
         f"snapshot_root={snapshots}",
         f"run_dir={tmp_path / 'pre' / agent}",
     )
-    return snapshot_file(snapshots, agent, "jaco", 10)
+    return snapshot_file(snapshots, agent, folder, 10)
 
 
 def zero_shot_entry(*overrides: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -240,6 +240,30 @@ def test_fb_pretrains_then_evaluates_zero_shot_on_every_task(tmp_path, dataset):
             "device": "cpu",
         }
         zero_shot_from_config(OmegaConf.merge(OmegaConf.load(ROOT / "configs" / "zero_shot.yaml"), overrides))
+
+
+def test_hilp_on_rendered_frames_pretrains_then_evaluates_zero_shot(tmp_path, dataset):
+    """Pixel-based ExORL through the entry points: render the state dataset, pretrain on its
+    frames (obs=pixels_exorl, the dataset's size), infer z from frame stacks and evaluate in the
+    pixel env; goals are frame stacks, distances are measured between states."""
+    from urlb.run.render_dataset import render_dataset
+
+    pixels = render_dataset(dataset, tmp_path / "jaco_random_pixels", size=32, worlds=64)
+    small = ["obs=pixels_exorl", "agent.hidden_dim=32", "agent.batch_size=16"]
+    refused = entry("pretrain.py", "agent=hilp", "env=jaco", f"dataset={pixels}", *small, check=False)
+    assert refused.returncode != 0 and "pass obs.size=32" in refused.stderr
+    states = entry("pretrain.py", "agent=hilp", "env=jaco", f"dataset={dataset}", *small, check=False)
+    assert states.returncode != 0 and "holds no frames; render them" in states.stderr
+    snapshot = pretrain("hilp", pixels, tmp_path, *small, "obs.size=32", folder="jaco_pixels")
+    records = zero_shot(snapshot, tmp_path / "zs", "inference_samples=300", "goals=1")
+    assert {r["task"] for r in records} == JACO_TASKS
+    assert all(r["obs"] == "pixels" and r["dataset"] == "jaco_random_pixels" for r in records)
+    assert all(math.isfinite(r["return"]) and r["inference_samples"] == 300 for r in records)
+    (goal,) = json.loads((tmp_path / "zs" / "goals.json").read_text())["goals"]
+    assert goal["closest_distance"] <= goal["start_distance"]
+    # The records' rows in the report: their own method, marked as pixels.
+    report = markdown(build_report([tmp_path / "zs"]))
+    assert "hilp [pixels] (zero-shot; jaco_random_pixels)" in report
 
 
 def test_offline_td3_and_the_report_rows(tmp_path, dataset):
