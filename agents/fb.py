@@ -76,6 +76,9 @@ class FBAgent(LatentAgent):
         mix_ratio: float = 0.5,
         ortho_coef: float = 1.0,
         offline_updates: int = 500_000,
+        finetune_lr: float = 1e-4,
+        finetune_scale_reward: bool = True,
+        finetune_seed_actions: str = "policy",
     ):
         super().__init__(
             obs_dim,
@@ -91,6 +94,9 @@ class FBAgent(LatentAgent):
             discount,
             mix_ratio,
             offline_updates,
+            finetune_lr=finetune_lr,
+            finetune_scale_reward=finetune_scale_reward,
+            finetune_seed_actions=finetune_seed_actions,
         )
         self.ortho_coef = ortho_coef
         self.backward_map = BackwardMap(obs_dim, z_dim, backward_hidden_dim)
@@ -113,6 +119,9 @@ class FBAgent(LatentAgent):
     def infer_latent(self, observation, next_observation, reward) -> torch.Tensor:
         """z = normalise(mean_i r_i B(s'_i)) (the reference's ``infer_meta``: next states)."""
         return reward_weighted_latent(self.backward_map(next_observation), reward)
+
+    def reward_features(self, observation, next_observation) -> torch.Tensor:
+        return self.backward_map(next_observation)
 
     @torch.no_grad()
     def goal_latent(self, observation, goal) -> torch.Tensor:

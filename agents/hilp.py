@@ -88,6 +88,9 @@ class HILPAgent(LatentAgent):
         q_loss: bool = False,
         copy_phi_targets: bool = False,
         offline_updates: int = 1_000_000,
+        finetune_lr: float = 1e-4,
+        finetune_scale_reward: bool = True,
+        finetune_seed_actions: str = "policy",
     ):
         if feature_type not in FEATURE_TYPES:
             raise ValueError(f"feature_type={feature_type!r}; use one of {', '.join(FEATURE_TYPES)}")
@@ -105,6 +108,9 @@ class HILPAgent(LatentAgent):
             discount,
             mix_ratio,
             offline_updates,
+            finetune_lr=finetune_lr,
+            finetune_scale_reward=finetune_scale_reward,
+            finetune_seed_actions=finetune_seed_actions,
         )
         self.hilp_discount, self.hilp_expectile = hilp_discount, hilp_expectile
         self.phi_target_tau, self.running_mean_rate = phi_target_tau, running_mean_rate
@@ -140,6 +146,9 @@ class HILPAgent(LatentAgent):
     @torch.no_grad()
     def infer_latent(self, observation, next_observation, reward) -> torch.Tensor:
         return regress_latent(self.features(observation, next_observation), reward)
+
+    def reward_features(self, observation, next_observation) -> torch.Tensor:
+        return self.features(observation, next_observation)
 
     @torch.no_grad()
     def goal_latent(self, observation, goal) -> torch.Tensor:

@@ -63,16 +63,17 @@ def inference_rows(sampler: DatasetSampler, count: int, seed: int) -> torch.Tens
     return torch.randperm(len(sampler), generator=generator)[:count].to(sampler.device)
 
 
+def task_transitions(sampler: DatasetSampler, task: str, rows: torch.Tensor):
+    """The dataset's ``rows`` relabelled with ``task``'s reward: ``(s, s', r)``, what a task's z is
+    inferred from (here, and by ``finetune.py`` when it starts from the zero-shot policy)."""
+    fields = sampler.fields
+    column = task_column(sampler.meta, task, fields["task_reward"].shape[1])
+    return fields["observation"][rows], fields["next_observation"][rows], fields["task_reward"][rows, column]
+
+
 def task_latents(agent, sampler: DatasetSampler, tasks, rows: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each task's z from the same ``rows``, relabelled with that task's reward."""
-    fields = sampler.fields
-    observation, next_observation = fields["observation"][rows], fields["next_observation"][rows]
-    columns = fields["task_reward"].shape[1]
-    latents = {}
-    for task in tasks:
-        reward = fields["task_reward"][rows, task_column(sampler.meta, task, columns)]
-        latents[task] = agent.infer_latent(observation, next_observation, reward)
-    return latents
+    return {task: agent.infer_latent(*task_transitions(sampler, task, rows)) for task in tasks}
 
 
 @torch.no_grad()
