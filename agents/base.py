@@ -10,7 +10,7 @@ One online run (``urlb.loop.online.OnlineLoop``) calls an agent like this::
     state = agent.init_state(num_envs)            # carried per-world state (skill, RNN), a TensorDict
     td = env.reset()
     while frames < total_frames:
-        if frames < seed_frames:
+        if frames < seed_frames and agent.seed_actions == "random":
             action = uniform random in [-1, 1]
         else:
             action = agent.act(td["observation"], state, explore=True)
@@ -21,7 +21,7 @@ One online run (``urlb.loop.online.OnlineLoop``) calls an agent like this::
                                                   # schedule or where an episode ended
         state = agent.adapt(replay, frames, state)  # data-driven switches (APS's task regression)
         td = out
-        for _ in range(updates_due):              # update-to-data ratio from config
+        for _ in range(updates_due):              # update-to-data ratio from config, after seed_frames
             metrics = agent.update(replay, step)  # a dict of 0-dim tensors; the logger places it
 
 Families fit it as follows:
@@ -263,6 +263,10 @@ class Agent(nn.Module, abc.ABC):
     # Zero-shot agents (FB, HILP: ``agents/zero_shot.py``) infer a task's latent from
     # reward-labelled dataset states (``zero_shot.py``) instead of training on the task.
     infers_task: bool = False
+    # What the online loop acts with during the protocol's ``seed_frames`` (no updates yet):
+    # ``random``, uniform actions (URLB's), or ``policy``, the agent's own exploring policy (a
+    # zero-shot agent finetuned from its task's z: ``agents/zero_shot.py``).
+    seed_actions: str = "random"
 
     def __init__(self, obs_dim: int | tuple[int, int, int], action_dim: int):
         super().__init__()
@@ -302,6 +306,13 @@ class Agent(nn.Module, abc.ABC):
         if "updates_per_frame" not in inspect.signature(cls.__init__).parameters:
             return None
         return float(cls.config_value(config, "updates_per_frame"))
+
+    @classmethod
+    def finetune_discount(cls, config: Mapping) -> float | None:
+        """The per-step discount the finetuning replay must use when the agent's own differs
+        from the protocol's (a pretrained critic's horizon: FB's and HILP's F); None: the
+        protocol's ``replay.discount``."""
+        return None
 
     def prepare_offline(self, sampler) -> None:
         """Dataset agents: whatever they take from the whole dataset before the first offline

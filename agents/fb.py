@@ -84,6 +84,9 @@ class FBAgent(LatentAgent):
         offline_updates: int = 500_000,
         encoder_depth: int | None = None,
         aug_pad: int | None = None,
+        finetune_lr: float = 1e-4,
+        finetune_scale_reward: bool = True,
+        finetune_seed_actions: str = "policy",
     ):
         super().__init__(
             obs_dim,
@@ -101,6 +104,9 @@ class FBAgent(LatentAgent):
             offline_updates,
             encoder_depth,
             aug_pad,
+            finetune_lr=finetune_lr,
+            finetune_scale_reward=finetune_scale_reward,
+            finetune_seed_actions=finetune_seed_actions,
         )
         self.ortho_coef = ortho_coef
         self.backward_map = BackwardMap(self.repr_dim, z_dim, backward_hidden_dim)
@@ -126,6 +132,9 @@ class FBAgent(LatentAgent):
     def infer_latent(self, observation, next_observation, reward) -> torch.Tensor:
         """z = normalise(mean_i r_i B(s'_i)) (the reference's ``infer_meta``: next states)."""
         return reward_weighted_latent(self.backward_map(self.encode(next_observation)), reward)
+
+    def reward_features(self, observation, next_observation) -> torch.Tensor:
+        return self.backward_map(self.encode(next_observation))
 
     @torch.no_grad()
     def goal_latent(self, observation, goal) -> torch.Tensor:

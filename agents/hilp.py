@@ -94,6 +94,9 @@ class HILPAgent(LatentAgent):
         offline_updates: int = 1_000_000,
         encoder_depth: int | None = None,
         aug_pad: int | None = None,
+        finetune_lr: float = 1e-4,
+        finetune_scale_reward: bool = True,
+        finetune_seed_actions: str = "policy",
     ):
         if feature_type not in FEATURE_TYPES:
             raise ValueError(f"feature_type={feature_type!r}; use one of {', '.join(FEATURE_TYPES)}")
@@ -113,6 +116,9 @@ class HILPAgent(LatentAgent):
             offline_updates,
             encoder_depth,
             aug_pad,
+            finetune_lr=finetune_lr,
+            finetune_scale_reward=finetune_scale_reward,
+            finetune_seed_actions=finetune_seed_actions,
         )
         self.hilp_discount, self.hilp_expectile = hilp_discount, hilp_expectile
         self.phi_target_tau, self.running_mean_rate = phi_target_tau, running_mean_rate
@@ -154,6 +160,10 @@ class HILPAgent(LatentAgent):
         # phi_t reads s only for diff: frames that would go unread are not encoded
         observation = self.encode(observation) if self.feature_type == "diff" else observation
         return regress_latent(self.features(observation, self.encode(next_observation)), reward)
+
+    def reward_features(self, observation, next_observation) -> torch.Tensor:
+        observation = self.encode(observation) if self.feature_type == "diff" else observation
+        return self.features(observation, self.encode(next_observation))
 
     @torch.no_grad()
     def goal_latent(self, observation, goal) -> torch.Tensor:

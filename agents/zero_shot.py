@@ -24,10 +24,18 @@ gradient, the others are detached. The encoder has its own Adam (rate ``lr``), s
 the representation's optimisers; the actor reads detached features. Acting and z inference
 encode without the shift.
 
+Finetuning (``finetune.py agent=fb|hilp snapshot=<its snapshot>``; ours, neither reference
+finetunes on a reward): :meth:`LatentAgent.init_from` takes every pretrained network, the run
+fixes the task's z inferred as ``zero_shot.py`` does (:meth:`LatentAgent.fix_task`), and with
+the task set (``set_task``) ``update`` becomes :meth:`LatentAgent.finetune_update` on the online
+replay: the critic is the pretrained ``Q_i = F_i(s, a, z)^T z``, TD on the task's reward
+(``latent_q_loss``), then the same actor step; B / phi stay frozen.
+
 Acting: each world carries ``z`` (``init_state``): drawn on the sphere, or the one fixed by
 :meth:`LatentAgent.fix_latent` (a task's inferred z). Randomness (z draws, the permutation and
-mix mask, the shifts, the policy noise) comes from ``randomness`` (``agents.parts.nets.Randomness``), which
-the reference-parity test replaces with the reference's recorded draws.
+mix mask, the shifts, the policy noise) comes from ``randomness``
+(``agents.parts.nets.Randomness``), which the reference-parity test replaces with the
+reference's recorded draws.
 
 Imports: agents.base and agents.parts only.
 """
@@ -43,8 +51,10 @@ from tensordict import TensorDict
 from agents.actor_critic import frozen
 from agents.base import Agent
 from agents.parts.encoders import PixelEncoder, RandomShift, zero_shot_encoder_depth
-from agents.parts.latent import ForwardMap, LatentActor, on_sphere
+from agents.parts.latent import ForwardMap, LatentActor, latent_q_loss, on_sphere, reward_scale
 from agents.parts.nets import TORCH_RANDOMNESS, Randomness, optimise, soft_update
+
+SEED_ACTIONS = ("policy", "random")
 
 # Frames per encoder call when acting or inferring z (no gradient): bounds the activations of
 # z inference over thousands of dataset frames.
@@ -82,6 +92,12 @@ class LatentAgent(Agent):
         encoder_depth: frames: stride-1 convolutions after the encoder's stride-2 one; None:
             the reference's rule for the frame height (3 at >= 64, 2 at >= 48, else 1).
         aug_pad: frames: the random shift's pad; None: the reference's ``height // 21``.
+        finetune_lr: Adam rate of the actor and F while finetuning (fresh optimisers).
+        finetune_scale_reward: divide the task's reward by the scale ``c`` of the fit
+            ``r ~ c features^T z`` on the inference rows, so that the pretrained ``F^T z`` (z on
+            the sphere) starts as the value of the reward the TD loss sees; False: the raw reward.
+        finetune_seed_actions: what the online loop acts with during ``seed_frames``: ``policy``
+            (the zero-shot policy, with its exploration noise) or ``random`` (uniform, URLB's).
     """
 
     # Frame fields of a batch, in the order they are shifted (each its own draw) and encoded,
@@ -110,14 +126,24 @@ class LatentAgent(Agent):
         offline_updates: int,
         encoder_depth: int | None = None,
         aug_pad: int | None = None,
+        finetune_lr: float = 1e-4,
+        finetune_scale_reward: bool = True,
+        finetune_seed_actions: str = "policy",
     ):
         frames = frame_shape(obs_dim)
+        if finetune_seed_actions not in SEED_ACTIONS:
+            raise ValueError(
+                f"finetune_seed_actions={finetune_seed_actions!r}; use one of {', '.join(SEED_ACTIONS)}"
+            )
         if not 0 <= mix_ratio <= 1 or z_dim < 1:
             raise ValueError(f"mix_ratio={mix_ratio} must lie in [0, 1] and z_dim={z_dim} be >= 1")
         super().__init__(tuple(frames) if frames else int(obs_dim), action_dim)
         self.z_dim, self.batch_size, self.lr = z_dim, batch_size, lr
         self.stddev, self.stddev_clip, self.target_tau = stddev, stddev_clip, target_tau
         self.discount, self.mix_ratio, self.offline_updates = discount, mix_ratio, offline_updates
+        self.finetune_lr, self.finetune_scale_reward = finetune_lr, finetune_scale_reward
+        self.seed_actions = finetune_seed_actions
+        self.finetune_opt: torch.optim.Optimizer | None = None  # F's, made by init_from
         self.pixels = frames is not None
         self.build_encoder(frames, encoder_depth, aug_pad, lr)
         repr_dim = self.repr_dim
@@ -131,6 +157,11 @@ class LatentAgent(Agent):
         self.register_buffer("latent_is_fixed", torch.zeros((), dtype=torch.bool))
         self._fixed = False  # host mirror of latent_is_fixed: observe() runs every step, no sync
         self.register_load_state_dict_post_hook(lambda module, keys: module._sync_fixed())
+
+    @classmethod
+    def finetune_discount(cls, config) -> float:
+        """F's gamma: ``Q = F^T z`` is a value at the discount F was pretrained with."""
+        return float(cls.config_value(config, "discount"))
 
     def _sync_fixed(self) -> None:
         self._fixed = bool(self.latent_is_fixed)
@@ -251,7 +282,10 @@ class LatentAgent(Agent):
 
     # -- learning ---------------------------------------------------------------------------------
     def update(self, sampler, step: int) -> dict[str, torch.Tensor]:
-        """One offline update from a :class:`urlb.data.datasets.DatasetSampler`."""
+        """One offline update from a :class:`urlb.data.datasets.DatasetSampler`; with a task set
+        (finetuning), :meth:`finetune_update` on the online replay."""
+        if self.task_index is not None:
+            return self.finetune_update(sampler)
         batch = self.sample_batch(sampler)
         z = self.sample_latents(self.batch_size, batch["action"])
         batch = self.encode_batch(batch)
@@ -304,10 +338,69 @@ class LatentAgent(Agent):
     def update_targets(self) -> None:
         soft_update(self.forward_target, self.forward_map, self.target_tau)
 
-    # -- transfer ---------------------------------------------------------------------------------
-    def init_from(self, pretrained) -> None:
-        """Not defined: these agents are evaluated zero-shot."""
-        raise ValueError(
-            f"{type(self).__name__} is evaluated zero-shot, not finetuned: python zero_shot.py "
-            "snapshot=<its snapshot_<updates>.pt>"
-        )
+    # -- finetuning (ours: neither reference finetunes FB or HILP on a reward; docs/fidelity.md) ----
+    def init_from(self, pretrained: LatentAgent) -> None:
+        """Everything pretrained transfers: the actor, F and its target, B or phi and their
+        targets, HILP's running mean. The actor and F get fresh Adams at ``finetune_lr`` (the
+        pretraining moments are of another loss, FB's measure loss or the successor-feature
+        loss; URLB's transfer keeps no optimiser either). The task's z is fixed next, by the run
+        (:meth:`fix_task`)."""
+        if type(pretrained) is not type(self):
+            raise ValueError(
+                f"{type(self).__name__} finetunes its own snapshot, not a {type(pretrained).__name__}"
+            )
+        self.load_state_dict(pretrained.state_dict())
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.finetune_lr)
+        self.finetune_opt = torch.optim.Adam(self.forward_map.parameters(), lr=self.finetune_lr)
+
+    @torch.no_grad()
+    def fix_task(self, observation, next_observation, reward) -> torch.Tensor:
+        """Fix the task's z ``(z_dim,)``, inferred from reward-labelled transitions ``(N, ...)``,
+        ``(N,)`` as ``zero_shot.py`` infers it, and the reward scale the finetuning TD divides the
+        reward by (``finetune_scale_reward``: the least-squares ``c`` of ``r ~ c features^T z``, the
+        features z is inferred on; else 1). Returns z."""
+        z = self.infer_latent(observation, next_observation, reward)
+        scale = torch.ones((), device=z.device)
+        if self.finetune_scale_reward:
+            scale = reward_scale(self.reward_features(observation, next_observation) @ z, reward)
+            if not bool(torch.isfinite(scale)) or float(scale) <= 0:
+                raise ValueError(
+                    f"the task's reward does not follow its inferred z on these rows (scale {float(scale)}); "
+                    "pass more inference_samples= or agent.finetune_scale_reward=false"
+                )
+        self.fix_latent(z)
+        # Registered here, not in __init__: pretraining snapshots have no such entry.
+        self.register_buffer("reward_scale", scale.reshape(()).to(z))
+        return z
+
+    @abc.abstractmethod
+    def reward_features(self, observation, next_observation) -> torch.Tensor:
+        """The features ``(N, z_dim)`` whose product with z is the reward z stands for (FB: B(s');
+        HILP: phi_t)."""
+
+    def finetune_update(self, replay) -> dict[str, torch.Tensor]:
+        """One update on the task's reward with z fixed: TD on ``Q_i = F_i^T z`` (F alone learns;
+        B / phi and the pixel encoder, which they read through, are frozen: frames are encoded
+        without the shift), the actor step of pretraining with that z, F's Polyak target."""
+        if not self._fixed or self.finetune_opt is None:
+            raise ValueError(
+                f"{type(self).__name__} finetunes from a snapshot whose task z is fixed (finetune.py)"
+            )
+        batch = replay.sample(self.batch_size)
+        observation = self.encode(batch["observation"])
+        next_observation = self.encode(batch["next_observation"])
+        reward = batch["task_reward"][:, self.task_index] / self.reward_scale
+        z = self.fixed_latent.expand(len(observation), -1)
+        next_action = self.next_action(next_observation, z)
+        with torch.no_grad():
+            next_f1, next_f2 = self.forward_target(next_observation, z, next_action)
+        f1, f2 = self.forward_map(observation, z, batch["action"])
+        loss, metrics = latent_q_loss(f1, f2, next_f1, next_f2, z, reward, batch["discount"])
+        optimise(self.finetune_opt, loss)
+        metrics |= self.update_actor(observation, z)
+        soft_update(self.forward_target, self.forward_map, self.target_tau)
+        return metrics | {"extrinsic_reward": batch["task_reward"][:, self.task_index].mean()}
+
+    def all_optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        finetune = {"finetune": self.finetune_opt} if self.finetune_opt is not None else {}
+        return super().all_optimisers() | finetune

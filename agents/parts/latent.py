@@ -187,3 +187,38 @@ def reward_weighted_latent(backward: torch.Tensor, reward: torch.Tensor) -> torc
     if backward.dim() != 2 or reward.shape != backward.shape[:1]:
         raise ValueError(f"reward_weighted_latent shapes: {tuple(backward.shape)}, {tuple(reward.shape)}")
     return on_sphere((reward @ backward / len(reward))[None])[0]
+
+
+# -- finetuning a task's z on its reward (ours: neither reference finetunes; docs/fidelity.md) --------------
+def latent_q_loss(f1, f2, next_f1, next_f2, z, reward, discount) -> tuple[torch.Tensor, dict]:
+    """TD loss of the critic ``Q_i(s, a) = F_i(s, a, z)^T z`` on a task's reward: target
+    ``r + discount * min_i F'_i(s', a', z)^T z``, summed over the two heads' mean squared errors.
+
+    Args:
+        f1, f2: F's heads at ``(s, a, z)`` ``(B, d)``; next_f1, next_f2: the target's at ``(s', a', z)``.
+        z: the fixed task latent, ``(d,)`` or ``(B, d)``.
+        reward, discount: ``(B,)`` (discount 0 past a terminal).
+    """
+    if not f1.shape == f2.shape == next_f1.shape == next_f2.shape or reward.shape != discount.shape:
+        shapes = f"{tuple(f1.shape)}, {tuple(next_f1.shape)}, {tuple(reward.shape)}"
+        raise ValueError(f"latent_q_loss shapes: {shapes}")
+    if reward.shape != f1.shape[:1]:
+        raise ValueError(f"latent_q_loss: reward {tuple(reward.shape)} for a batch of {f1.shape[0]}")
+    with torch.no_grad():
+        target = reward + discount * torch.min((next_f1 * z).sum(-1), (next_f2 * z).sum(-1))
+    q1, q2 = (f1 * z).sum(-1), (f2 * z).sum(-1)
+    loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+    return loss, {
+        "critic_loss": loss.detach(),
+        "critic_q1": q1.mean().detach(),
+        "critic_target_q": target.mean(),
+    }
+
+
+def reward_scale(predicted: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+    """The c of the least-squares fit ``reward ~ c * predicted`` (both ``(N,)``): how many units of
+    the task's reward one unit of ``z``'s implied reward ``features^T z`` is worth (z lies on the
+    sphere, so ``F^T z`` is the task's value up to this scale)."""
+    if predicted.dim() != 1 or predicted.shape != reward.shape:
+        raise ValueError(f"reward_scale shapes: {tuple(predicted.shape)}, {tuple(reward.shape)}")
+    return (predicted @ reward) / (predicted @ predicted)

@@ -39,6 +39,14 @@ class Schedule:
     log_every_frames: int
     checkpoint_every_frames: int
     snapshot_frames: tuple[int, ...] = field(default_factory=tuple)
+    # Frames acted with uniform random actions; None: all of ``seed_frames`` (URLB's). An agent
+    # whose policy is worth keeping from frame 0 (a zero-shot agent finetuned from its task's z)
+    # acts with it through the seed frames, which then only hold the updates back.
+    random_frames: int | None = None
+
+    @property
+    def random_action_frames(self) -> int:
+        return self.seed_frames if self.random_frames is None else self.random_frames
 
 
 class OnlineLoop(Loop):
@@ -122,7 +130,7 @@ class OnlineLoop(Loop):
 
     def collect(self) -> None:
         env, agent = self.env, self.agent
-        if self.frame < self.schedule.seed_frames:
+        if self.frame < self.schedule.random_action_frames:
             action = torch.rand(env.num_envs, env.action_dim, device=env.device) * 2 - 1
         else:
             try:
@@ -133,7 +141,7 @@ class OnlineLoop(Loop):
         try:
             out = env.step(action)
         except RuntimeError as error:  # the env refuses a non-finite action: say whose it was
-            if self.frame < self.schedule.seed_frames:
+            if self.frame < self.schedule.random_action_frames:
                 raise
             raise self.act_failed(error, self.where()) from error
         self.replay.add(

@@ -23,10 +23,13 @@ The rules, in the order they apply:
    have no pretraining protocol; they are the method ``<agent> (scratch)``.
 4. A run's score is its final evaluation (at its ``finetune_frames``; a run that stopped
    earlier is reported as incomplete and left out) or its evaluation at a chosen frame count.
-4b. Runs without online finetuning (``zero_shot.py``'s records, ``finetune_frames: 0`` and a
-   ``mode``) are their own methods, labelled ``<agent> (zero-shot; <dataset>)`` or ``<agent>
-   (offline; <dataset>)``: one row per agent and dataset, beside the finetuned ones; their
-   pretraining budgets are checked within each such row, not against the finetuned runs'.
+4b. Runs of dataset agents (records with a ``mode``) are their own methods, one row per agent
+   and dataset, beside the others: without online finetuning (``zero_shot.py``'s records,
+   ``finetune_frames: 0``) ``<agent> (zero-shot; <dataset>)`` or ``<agent> (offline;
+   <dataset>)``; finetuned from the zero-shot policy (``finetune.py agent=fb|hilp``) ``<agent>
+   (zero-shot+finetune; <dataset>)``, whose finetuning budget is checked against the other
+   finetuned runs'. Their pretraining budgets (a dataset's transitions, snapshots counted in
+   updates) are checked within each such row, not against the online runs'.
 5. Methods are compared on the tasks all of them have: a task missing for a method is
    reported, and the aggregates of every method use the common tasks. Within a method, the
    seeds that have every common task form the ``runs x tasks`` matrix; the others are reported.

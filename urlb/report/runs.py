@@ -67,9 +67,10 @@ class Run:
     snapshot_frames: int | None
     finetune_frames: int
     evaluations: dict[int, dict] = field(default_factory=dict)
-    # Runs without online finetuning (``zero_shot.py``): ``zero-shot`` (z inferred from the
-    # dataset's rewards) or ``offline`` (trained on the task's relabelled reward), and the
-    # dataset's name; None for finetuning runs.
+    # Runs of dataset agents: ``zero-shot`` (``zero_shot.py``: z inferred from the dataset's
+    # rewards, no finetuning), ``offline`` (trained on the task's relabelled reward, no
+    # finetuning) or ``zero-shot+finetune`` (``finetune.py`` from that z), and the dataset's
+    # name; None for the other runs.
     mode: str | None = None
     dataset: str | None = None
 
@@ -206,8 +207,9 @@ def read_runs(paths: Iterable[Path | str], skip_bad_lines: bool = False) -> tupl
 
 # -- methods and protocols ----------------------------------------------------------------------
 def method_name(run: Run, group_by: Sequence[str]) -> str:
-    """``ddpg``, ``ddpg (scratch)``, or for runs without finetuning ``fb (zero-shot; <dataset>)``
-    and ``td3 (offline; <dataset>)``; then the protocol values grouped by."""
+    """``ddpg``, ``ddpg (scratch)``, or for dataset agents' runs ``fb (zero-shot; <dataset>)``,
+    ``td3 (offline; <dataset>)`` and ``fb (zero-shot+finetune; <dataset>)``; then the protocol
+    values grouped by."""
     if run.mode is not None:
         name = f"{run.agent} ({run.mode}; {run.dataset})"
     else:
@@ -221,7 +223,7 @@ def check_protocols(runs: Sequence[Run], group_by: Sequence[str]) -> None:
     unknown = [name for name in group_by if name not in PROTOCOL_FIELDS]
     if unknown:
         raise ReportError(f"cannot group by {unknown}; protocol fields are {', '.join(PROTOCOL_FIELDS)}")
-    for run_name, group in _unfinetuned_methods(runs, group_by).items():
+    for run_name, group in _dataset_methods(runs, group_by).items():
         for name in ("pretrain_frames", "snapshot_frames"):
             values = {run.protocol(name) for run in group}
             if len(values) > 1:
@@ -229,12 +231,16 @@ def check_protocols(runs: Sequence[Run], group_by: Sequence[str]) -> None:
                     f"{run_name} mixes {name} {' vs '.join(map(frames_text, sorted(values)))}; "
                     f"report like with like, or pass --group-by {name}"
                 )
-    finetuned = [run for run in runs if run.mode is None]  # runs without finetuning: their own rows
+    # Finetuned runs share the finetuning budget; the pretraining budgets of dataset agents'
+    # runs (a dataset's transitions, snapshots in updates) were checked within their rows.
+    finetuned = [run for run in runs if run.finetune_frames > 0]
     for name in PROTOCOL_FIELDS:
         if name in group_by:
             continue
         considered = [
-            run for run in finetuned if name == "finetune_frames" or run.snapshot_frames is not None
+            run
+            for run in finetuned
+            if name == "finetune_frames" or (run.mode is None and run.snapshot_frames is not None)
         ]
         agents_by_value: dict = defaultdict(set)
         for run in considered:
@@ -252,8 +258,9 @@ def check_protocols(runs: Sequence[Run], group_by: Sequence[str]) -> None:
             )
 
 
-def _unfinetuned_methods(runs: Sequence[Run], group_by: Sequence[str]) -> dict[str, list[Run]]:
-    """Zero-shot and offline runs by method (each is its own labelled row)."""
+def _dataset_methods(runs: Sequence[Run], group_by: Sequence[str]) -> dict[str, list[Run]]:
+    """Dataset agents' runs (zero-shot, offline, finetuned from zero-shot) by method: each is its
+    own labelled row."""
     methods: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         if run.mode is not None:

@@ -72,8 +72,11 @@ def build_replay(plan: DictConfig, env) -> ReplayBuffer:
     )
 
 
-def online_schedule(plan: DictConfig, total: int, snapshot_frames=()) -> Schedule:
-    """The online loop's schedule of a ``total``-frame run from the plan's protocol."""
+def online_schedule(
+    plan: DictConfig, total: int, snapshot_frames=(), random_frames: int | None = None
+) -> Schedule:
+    """The online loop's schedule of a ``total``-frame run from the plan's protocol
+    (``random_frames``: :attr:`urlb.loop.online.Schedule.random_frames`)."""
     protocol = plan.protocol
     return Schedule(
         total_frames=total,
@@ -83,6 +86,7 @@ def online_schedule(plan: DictConfig, total: int, snapshot_frames=()) -> Schedul
         log_every_frames=protocol.log_every_frames,
         checkpoint_every_frames=protocol.checkpoint_every_frames,
         snapshot_frames=tuple(snapshot_frames),
+        random_frames=random_frames,
     )
 
 

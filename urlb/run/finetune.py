@@ -1,7 +1,9 @@
 """Finetuning runs: a snapshot (or nothing, ``snapshot=null``) trained on one task's reward.
 
 ``finetune.py`` calls :func:`main`. A skill agent that fixes one skill picks it before the
-first frame (:func:`choose_skill`).
+first frame (:func:`choose_skill`); a zero-shot agent (FB, HILP: ``infers_task``) fixes its
+task's z as ``zero_shot.py`` infers it, from the snapshot's dataset (:func:`fix_task_latent`),
+and finetunes from that zero-shot policy (records: ``mode: zero-shot+finetune``).
 
 Imports: envs, urlb.data, urlb.loop, urlb.measure, urlb.run.
 """
@@ -17,7 +19,9 @@ from omegaconf import DictConfig
 from envs import make_env
 from envs.tasks import parse_task
 from urlb.data.checkpoint import find_snapshot, load_snapshot
+from urlb.data.datasets import DatasetSampler
 from urlb.data.records import write_atomically
+from urlb.loop.offline import check_dataset
 from urlb.loop.online import OnlineLoop
 from urlb.measure.skills import select_skill
 from urlb.run.build import (
@@ -30,8 +34,17 @@ from urlb.run.build import (
 )
 from urlb.run.execute import execute
 from urlb.run.folder import open_run
-from urlb.run.plan import build_plan, env_options, hydra_agent_name, observe_pose, snapshot_folder, write_plan
-from urlb.run.spec import stored_config, stored_observe_pose
+from urlb.run.plan import (
+    build_plan,
+    env_options,
+    hydra_agent_name,
+    observe_pose,
+    pixel_options,
+    snapshot_folder,
+    write_plan,
+)
+from urlb.run.spec import agent_class, stored_config, stored_observe_pose
+from urlb.run.zero_shot import inference_rows, task_transitions
 
 
 def main(cfg: DictConfig, name: str | None = None) -> dict:
@@ -139,10 +152,54 @@ def choose_skill(plan: DictConfig, agent, task: str, run_dir: Path) -> int:
     return selection["frames_used"]
 
 
+def fix_task_latent(plan: DictConfig, agent, snapshot: dict, path: Path, task: str, env) -> dict:
+    """Fix ``task``'s z in a zero-shot agent as ``zero_shot.py`` infers it: the same
+    ``inference_samples`` rows of the snapshot's dataset (or ``plan.dataset``) for the same seed
+    (:func:`urlb.run.zero_shot.inference_rows`), relabelled with the task's reward
+    (:func:`urlb.run.zero_shot.task_transitions`); the agent also fits its reward scale on them
+    (``LatentAgent.fix_task``). Returns the record's fields that name them."""
+    dataset = plan.dataset or snapshot.get("dataset")
+    if dataset is None:
+        raise ValueError(f"snapshot {path} names no dataset; pass dataset=<the dataset it was pretrained on>")
+    if not Path(dataset).is_dir():
+        raise FileNotFoundError(
+            f"dataset {dataset} (the task's z is inferred from it) is not a folder; pass dataset=<its path>"
+        )
+    pixels = pixel_options(plan)
+    stack = None if pixels is None else pixels["frame_stack"]
+    sampler = DatasetSampler.load(dataset, env.device, frame_stack=stack)
+    domain = parse_task(task)[0]
+    check_dataset(sampler.meta, domain, env.obs_dim, sampler.fields["observation"], dataset, pixels)
+    pretrained_on = snapshot.get("pretrain_frames")
+    if plan.dataset is None and pretrained_on is not None and len(sampler) != pretrained_on:
+        raise ValueError(
+            f"dataset {dataset} holds {len(sampler)} transitions, {pretrained_on} when {path} was "
+            "pretrained on it: it changed; pass dataset=<the data to infer the task's z from>"
+        )
+    rows = inference_rows(sampler, plan.inference_samples, plan.seed)
+    agent.fix_task(*task_transitions(sampler, task, rows))
+    print(
+        f"[finetune] {plan.agent_name}: {task}'s z inferred from {len(rows)} transitions of {dataset} "
+        f"(reward scale {float(agent.reward_scale):.3g}); finetuning from the zero-shot policy"
+    )
+    return {
+        "mode": "zero-shot+finetune",
+        "inference_samples": int(plan.inference_samples),
+        "dataset": Path(dataset).name,
+        "dataset_agent": sampler.meta.get("agent"),
+    }
+
+
 def finetune(plan: DictConfig) -> dict:
     """Finetune the plan's snapshot (or train from scratch with ``snapshot=null``) on its task."""
     domain, task = parse_task(plan.task)
     check_sizes(plan)
+    infers_task = agent_class(plan.agent).infers_task
+    if infers_task and plan.snapshot is None:
+        raise ValueError(
+            f"agent={plan.agent_name} finetunes from its zero-shot policy, which needs a pretrained "
+            "snapshot: pass snapshot=<its snapshot_<updates>.pt>"
+        )
     path, snapshot = read_pretrained(plan) if plan.snapshot is not None else (None, None)
     with open_run(plan, "finetune") as start:
         if start is None:
@@ -166,6 +223,7 @@ def finetune(plan: DictConfig) -> dict:
                 "pretrain_frames", snapshot["config"]["protocol"]["pretrain_frames"]
             )
         total = plan.protocol.finetune_frames
+        inferred = fix_task_latent(plan, agent, snapshot, path, task, env) if infers_task else {}
         record = {
             "agent": plan.agent_name,
             "domain": domain,
@@ -178,8 +236,10 @@ def finetune(plan: DictConfig) -> dict:
             # env frames spent outside the finetuning budget (skill selection; issue 17)
             "extra_frames": extra_frames,
             "obs": plan.obs.type,
-        }
-        schedule = online_schedule(plan, total)
+        } | inferred
+        # A policy worth keeping acts through the seed frames (Agent.seed_actions).
+        random_frames = 0 if agent.seed_actions == "policy" else None
+        schedule = online_schedule(plan, total, random_frames=random_frames)
 
         def make_loop(logger) -> OnlineLoop:
             return OnlineLoop(

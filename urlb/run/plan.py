@@ -4,12 +4,13 @@
 interpolation, checks every value against the typed schema (:mod:`urlb.run.schema`: one line
 naming the key and a fix, before anything is built or any folder made), applies what the agent
 asks for (its pixel format, its replay window, its own update ratio, METRA's pose switched off
-on frames, the frozen encoder of a pixel finetune), announces each change in one line, names
-the folder of a pretraining's snapshots (``snapshot_dir``: one per configuration,
-:func:`snapshot_config`), and returns a read-only :class:`omegaconf.DictConfig` (an edit
-raises). The run folder's ``config.yaml`` is this plan (:func:`write_plan`, atomically, when a
-run starts fresh); nothing edits it afterwards, and a resume whose plan differs from it in
-anything but :data:`RESUME_MAY_CHANGE` is refused (:func:`plan_changes`).
+on frames, the frozen encoder of a pixel finetune, a pretrained critic's discount), announces
+each change in one line, names the folder of a pretraining's snapshots (``snapshot_dir``: one
+per configuration, :func:`snapshot_config`), and returns a read-only
+:class:`omegaconf.DictConfig` (an edit raises). The run folder's ``config.yaml`` is this plan
+(:func:`write_plan`, atomically, when a run starts fresh); nothing edits it afterwards, and a
+resume whose plan differs from it in anything but :data:`RESUME_MAY_CHANGE` is refused
+(:func:`plan_changes`).
 
 Imports: urlb.run.spec, urlb.run.schema, urlb.data; nothing that builds envs or agents.
 """
@@ -83,6 +84,11 @@ def build_plan(
             told = f"not the preset's {plan.protocol.updates_per_frame}"
             print(f"{label}: {ratio:g} updates per frame (the agent's own ratio), {told}")
             plan.protocol.updates_per_frame = ratio
+    discount = spec.finetune_discount
+    if phase == "finetune" and discount is not None and discount != plan.replay.discount:
+        told = f"replay.discount={discount:g}, not the preset's {plan.replay.discount:g}"
+        print(f"{label}: {told}: the pretrained critic's own discount")
+        plan.replay.discount = discount
     if phase == "pretrain":
         key = snapshot_config_key(plan, spec)
         folder = snapshot_folder(plan, plan.env.domain)

@@ -147,6 +147,8 @@ class FinetuneRun(Run):
     snapshot: str | int | None = plain("2M")
     snapshot_seed: int = whole(0, 1, maximum=SEED_MAX)
     update_encoder: bool = plain(False)
+    dataset: str | None = plain("datasets/walker_rnd_1M")
+    inference_samples: int = whole(1, 10_000)
 
 
 SCHEMAS = {"pretrain": PretrainRun, "finetune": FinetuneRun}

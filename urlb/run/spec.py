@@ -2,7 +2,8 @@
 read once from the agent's class and its (local, trusted) config.
 
 Every fact comes from one place: class attributes and class methods of the agent
-(``pretrains_offline``, ``pixel_format``, ``sequence_window``, ``own_update_ratio``) and of its
+(``pretrains_offline``, ``pixel_format``, ``sequence_window``, ``own_update_ratio``,
+``finetune_discount``) and of its
 reward model (``nstep``, a skill model or not), and plain values of the config
 (``reward_model.observe_pose``). Nothing downstream looks an agent up by string again.
 
@@ -42,6 +43,8 @@ class AgentSpec:
         reward_nstep: the reward model's own transition length while pretraining (METRA: 1).
         own_update_ratio: the agent's update-to-data ratio per agent step, or None.
         has_encoder_option: the config has ``update_encoder`` (pixel actor-critic backbones).
+        finetune_discount: the replay discount finetuning must use (a pretrained critic's
+            gamma: FB's and HILP's F), or None: the protocol's.
     """
 
     name: str
@@ -55,6 +58,7 @@ class AgentSpec:
     reward_nstep: int | None
     own_update_ratio: float | None
     has_encoder_option: bool
+    finetune_discount: float | None = None
 
     def replay_nstep(self, phase: str) -> int | None:
         """The replay window the agent samples in ``phase`` (``pretrain`` or ``finetune``), or
@@ -107,6 +111,7 @@ def agent_spec(name: str, config: DictConfig | Mapping) -> AgentSpec:
         reward_nstep=None if model is None else model.nstep,
         own_update_ratio=cls.own_update_ratio(config),
         has_encoder_option="update_encoder" in config,
+        finetune_discount=cls.finetune_discount(config),
     )
 
 

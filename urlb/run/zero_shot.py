@@ -65,17 +65,18 @@ def inference_rows(sampler: DatasetSampler, count: int, seed: int) -> torch.Tens
     return torch.randperm(len(sampler), generator=generator)[:count].to(sampler.device)
 
 
-def task_latents(agent, sampler: DatasetSampler, tasks, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each task's z from the same ``rows``, relabelled with that task's reward (what the agent
-    observes: state vectors, or frame stacks from a pixel dataset)."""
+def task_transitions(sampler: DatasetSampler, task: str, rows: torch.Tensor):
+    """The dataset's ``rows`` relabelled with ``task``'s reward: ``(s, s', r)``, what a task's z is
+    inferred from (here, and by ``finetune.py`` when it starts from the zero-shot policy); ``s``
+    and ``s'`` as the agent observes them: state vectors, or frame stacks from a pixel dataset."""
     batch = sampler.gather(rows)
-    observation, next_observation = batch["observation"], batch["next_observation"]
-    columns = batch["task_reward"].shape[1]
-    latents = {}
-    for task in tasks:
-        reward = batch["task_reward"][:, task_column(sampler.meta, task, columns)]
-        latents[task] = agent.infer_latent(observation, next_observation, reward)
-    return latents
+    column = task_column(sampler.meta, task, batch["task_reward"].shape[1])
+    return batch["observation"], batch["next_observation"], batch["task_reward"][:, column]
+
+
+def task_latents(agent, sampler: DatasetSampler, tasks, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each task's z from the same ``rows``, relabelled with that task's reward."""
+    return {task: agent.infer_latent(*task_transitions(sampler, task, rows)) for task in tasks}
 
 
 @torch.no_grad()
