@@ -264,9 +264,31 @@ def test_hilp_on_rendered_frames_pretrains_then_evaluates_zero_shot(tmp_path, da
     assert all(math.isfinite(r["return"]) and r["inference_samples"] == 300 for r in records)
     (goal,) = json.loads((tmp_path / "zs" / "goals.json").read_text())["goals"]
     assert goal["closest_distance"] <= goal["start_distance"]
-    # The records' rows in the report: their own method, marked as pixels.
-    report = markdown(build_report([tmp_path / "zs"]))
+    # Finetuning from the zero-shot policy on frames: the online pixel env, z from frame stacks.
+    fine = tmp_path / "fine"
+    result = entry(
+        "finetune.py",
+        "agent=hilp",
+        "task=jaco_reach_top_left",
+        f"snapshot={snapshot}",
+        *small,
+        "obs.size=32",
+        *TINY["hilp"],
+        "threads=1",
+        "inference_samples=300",
+        "protocol.finetune_frames=200",
+        "protocol.seed_frames=100",
+        "protocol.eval_episodes=1",
+        f"run_dir={fine}",
+    )
+    assert "finetuning from the zero-shot policy" in result.stdout
+    (record,) = [json.loads(line) for line in (fine / "eval.jsonl").read_text().splitlines()]
+    assert record["obs"] == "pixels" and record["mode"] == "zero-shot+finetune"
+    assert record["finetune_frames"] == 200 and math.isfinite(record["return"])
+    # The records' rows in the report: their own methods, marked as pixels.
+    report = markdown(build_report([tmp_path / "zs", fine], reps=100, improvement_reps=20))
     assert "hilp [pixels] (zero-shot; jaco_random_pixels)" in report
+    assert "hilp [pixels] (zero-shot+finetune; jaco_random_pixels)" in report
 
 
 def test_offline_td3_and_the_report_rows(tmp_path, dataset):
@@ -441,7 +463,8 @@ def test_finetuning_a_zero_shot_agent_refuses_what_it_cannot_use(tmp_path, datas
     env = type("Env", (), {"device": "cpu", "obs_dim": 55})()
 
     def fix(snapshot: dict, dataset=None):
-        plan = OmegaConf.create({"dataset": dataset, "inference_samples": 10, "seed": 1, "agent_name": "fb"})
+        plan = {"dataset": dataset, "inference_samples": 10, "seed": 1, "agent_name": "fb"}
+        plan = OmegaConf.create(plan | {"obs": {"type": "states"}})
         return fix_task_latent(plan, agent, snapshot, Path("s.pt"), "jaco_reach_top_left", env)
 
     with pytest.raises(ValueError, match="names no dataset; pass dataset="):
