@@ -255,8 +255,6 @@ def test_hilp_on_rendered_frames_pretrains_then_evaluates_zero_shot(tmp_path, da
     small = ["obs=pixels_exorl", "agent.hidden_dim=32", "agent.batch_size=16"]
     refused = entry("pretrain.py", "agent=hilp", "env=jaco", f"dataset={pixels}", *small, check=False)
     assert refused.returncode != 0 and "pass obs.size=32" in refused.stderr
-    states = entry("pretrain.py", "agent=hilp", "env=jaco", f"dataset={dataset}", *small, check=False)
-    assert states.returncode != 0 and "holds no frames; render them" in states.stderr
     snapshot = pretrain("hilp", pixels, tmp_path, *small, "obs.size=32", folder="jaco_pixels")
     records = zero_shot(snapshot, tmp_path / "zs", "inference_samples=300", "goals=1")
     assert {r["task"] for r in records} == JACO_TASKS

@@ -10,7 +10,11 @@ Through the real entry points:
 3. ``pretrain.py agent=fb|hilp dataset=...`` pretrains each for ``--offline-updates``, and
    ``pretrain.py agent=td3 agent.task=<task>`` trains TD3 on each task's reward for as many;
 4. ``zero_shot.py snapshot=...`` infers each task's z from ``--inference-samples`` reward-labelled
-   dataset transitions and evaluates it (FB, HILP), or evaluates TD3 on its task.
+   dataset transitions and evaluates it (FB, HILP), or evaluates TD3 on its task;
+5. with ``--finetune-frames N``, ``finetune.py agent=fb|hilp snapshot=...`` finetunes each from its
+   zero-shot policy on each task for N online frames (the same inference rows).
+
+``--latent-updates`` gives FB and HILP their own budget (default: ``--offline-updates``, TD3's).
 
 On a CPU the networks are scaled down (``--cpu-model``: 256 wide, 128-wide embeddings, batch
 256; the papers': 1024 / 512, batch 1024) and every budget is a small fraction of the papers'
@@ -56,7 +60,8 @@ ZERO_SHOT_COLLECT = ("backend=cpu", "device=cpu", "threads=1")  # the dataset co
 
 def pretrain_and_evaluate(agent: str, task: str | None, args, snapshots: Path, dataset: Path) -> list[dict]:
     """Steps 3 and 4 for one agent (``task``: TD3's training task, None for the zero-shot ones)."""
-    out, updates = args.out, args.offline_updates
+    out = args.out
+    updates = args.offline_updates if task is not None else args.latent_updates or args.offline_updates
     name = agent if task is None else f"{agent}_{task}"
     pretrain = [f"agent={agent}", f"env={args.domain}", f"seed={args.seed}", f"dataset={dataset}"]
     pretrain += [f"offline.updates={updates}", f"offline.snapshot_updates=[{updates}]"]
@@ -85,7 +90,27 @@ def pretrain_and_evaluate(agent: str, task: str | None, args, snapshots: Path, d
     zero_shot += [f"goals={args.goals if task is None else 0}", "backend=cpu", "device=cpu", "threads=1"]
     run("zero_shot.py", zero_shot, out / f"{name}.log")
     minutes = (time.perf_counter() - started) / 60
-    return [r | {"minutes": minutes} for r in records(out / "zero_shot" / name)]
+    return [r | {"minutes": minutes, "snapshot": str(snapshot)} for r in records(out / "zero_shot" / name)]
+
+
+def finetune_from_zero_shot(agent: str, task: str, snapshot: str, args) -> list[dict]:
+    """Step 5: ``finetune.py`` from the zero-shot policy of ``snapshot`` on ``task``."""
+    name = f"{agent}_{task}"
+    started = time.perf_counter()
+    overrides = [
+        f"agent={agent}",
+        f"task={task}",
+        f"snapshot={snapshot}",
+        f"seed={args.seed}",
+        f"inference_samples={args.inference_samples}",
+        f"protocol.finetune_frames={args.finetune_frames}",
+        f"protocol.eval_every_frames={args.finetune_frames}",
+        f"protocol.eval_episodes={args.eval_episodes}",
+        f"run_dir={args.out / 'finetune' / name}",
+    ]
+    run("finetune.py", [*COMMON, *overrides, *CPU_MODEL[agent]], args.out / f"{name}_finetune.log")
+    minutes = (time.perf_counter() - started) / 60
+    return [r | {"minutes": minutes} for r in records(args.out / "finetune" / name)]
 
 
 def random_returns(args) -> dict[str, float]:
@@ -114,6 +139,8 @@ def main() -> None:
     parser.add_argument("--explore-frames", type=int, default=8_000)
     parser.add_argument("--dataset-frames", type=int, default=40_000)
     parser.add_argument("--offline-updates", type=int, default=3_000)
+    parser.add_argument("--latent-updates", type=int, default=None, help="FB's and HILP's (default: as TD3)")
+    parser.add_argument("--finetune-frames", type=int, default=0, help="finetune FB, HILP from zero-shot")
     parser.add_argument("--inference-samples", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--goals", type=int, default=5, help="goal-reaching episodes of FB and HILP")
@@ -144,11 +171,20 @@ def main() -> None:
         lambda task=task: pretrain_and_evaluate("td3", task, args, snapshots, dataset) for task in tasks
     ]
     results = [record for found in parallel(calls, args.jobs) for record in found]
+    finetuned = []
+    if args.finetune_frames:
+        snapshots_of = {r["agent"]: r["snapshot"] for r in results if r["agent"] in ("fb", "hilp")}
+        calls = [
+            lambda agent=agent, task=task: finetune_from_zero_shot(agent, task, snapshots_of[agent], args)
+            for agent in ("fb", "hilp")
+            for task in tasks
+        ]
+        finetuned = [record for found in parallel(calls, args.jobs) for record in found]
     random = random_returns(args)
 
-    def cell(agent: str, task: str) -> str:
-        (found,) = [r for r in results if r["agent"] == agent and r["task"] == task]
-        return f"{found['return']:.0f}"
+    def cell(agent: str, task: str, found_in=None) -> str:
+        found = [r for r in (found_in or results) if r["agent"] == agent and r["task"] == task]
+        return f"{max(found, key=lambda r: r['frames'])['return']:.0f}"
 
     header = [
         "task",
@@ -161,10 +197,20 @@ def main() -> None:
         [task, cell("fb", task), cell("hilp", task), cell("td3", task), f"{random[task]:.0f}"]
         for task in tasks
     ]
+    if finetuned:
+        header[3:3] = [f"FB (+{args.finetune_frames} frames)", f"HILP (+{args.finetune_frames} frames)"]
+        for row, task in zip(rows, tasks, strict=True):
+            row[3:3] = [cell("fb", task, finetuned), cell("hilp", task, finetuned)]
     minutes = {
         agent: sum({r["minutes"] for r in results if r["agent"] == agent}) for agent in ("fb", "hilp", "td3")
     }
+    minutes |= {
+        f"{agent} finetuning": sum({r["minutes"] for r in finetuned if r["agent"] == agent})
+        for agent in ("fb", "hilp")
+        if finetuned
+    }
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "random": random}
+    summary["finetuned"] = finetuned
     summary["minutes_per_agent"] = minutes
     print(write_summary(out, summary, {"returns": (header, rows)}, started))
     print(f"wrote {out / 'summary.json'} ({(time.perf_counter() - started) / 60:.0f} min)")
