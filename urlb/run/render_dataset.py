@@ -83,38 +83,36 @@ def render_dataset(
     frames = np.empty((rows + episodes, 3, size, size), dtype=np.uint8)
     episode = torch.arange(episodes).repeat_interleave(ends - starts)
     began = time.perf_counter()
-    checked = state_coordinates(
-        env, physics_rows(arrays, torch.arange(min(rows, worlds)), worlds, env.device)
-    )
-    # Each row's observation: frame r + e.
-    state_error = 0.0
-    for first in range(0, rows, worlds):
-        index = torch.arange(first, min(first + worlds, rows))
-        td = env.set_physics_state(physics_rows(arrays, index, worlds, env.device))
-        state_error = max(state_error, deviation(td["observation"], arrays["observation"], index, checked))
-        frames[(index + episode[index]).numpy()] = renderer.render()[: len(index)].cpu().numpy()
-    # Each episode's last next observation: one step from its last row, frame end + e.
-    next_error = 0.0
-    last = ends - 1
-    for first in range(0, episodes, worlds):
-        chosen = torch.arange(first, min(first + worlds, episodes))
-        index = last[chosen]
-        env.set_physics_state(physics_rows(arrays, index, worlds, env.device))
-        env.set_step_count(torch.zeros(worlds, dtype=torch.long))
-        action = padded(arrays["action"], index, worlds).to(env.device, torch.float32)
-        td = env.step(action, auto_reset=False)
-        next_error = max(
-            next_error, deviation(td["next_observation"], arrays["next_observation"], index, checked)
+    try:
+        checked = state_coordinates(
+            env, physics_rows(arrays, torch.arange(min(rows, worlds)), worlds, env.device)
         )
-        frames[(ends[chosen] + chosen).numpy()] = renderer.render()[: len(index)].cpu().numpy()
-    env.close()
-    for name, error in (("observation", state_error), ("next_observation", next_error)):
-        if error > STATE_TOLERANCE:
-            raise ValueError(
-                f"dataset {source}: its physics states reproduce its {name}s only within {error:.3g} "
-                f"(> {STATE_TOLERANCE}); it was not collected by this version's {meta['domain']} env, "
-                "so its frames would show other states: re-collect it with collect.py"
+        # Each row's observation: frame r + e.
+        state_error = 0.0
+        for first in range(0, rows, worlds):
+            index = torch.arange(first, min(first + worlds, rows))
+            td = env.set_physics_state(physics_rows(arrays, index, worlds, env.device))
+            error = deviation(td["observation"], arrays["observation"], index, checked)
+            state_error = max(state_error, error)
+            check_reproduced(state_error, "observation", source, meta["domain"])
+            frames[(index + episode[index]).numpy()] = renderer.render()[: len(index)].cpu().numpy()
+        # Each episode's last next observation: one step from its last row, frame end + e.
+        next_error = 0.0
+        last = ends - 1
+        for first in range(0, episodes, worlds):
+            chosen = torch.arange(first, min(first + worlds, episodes))
+            index = last[chosen]
+            env.set_physics_state(physics_rows(arrays, index, worlds, env.device))
+            env.set_step_count(torch.zeros(worlds, dtype=torch.long))
+            action = padded(arrays["action"], index, worlds).to(env.device, torch.float32)
+            td = env.step(action, auto_reset=False)
+            next_error = max(
+                next_error, deviation(td["next_observation"], arrays["next_observation"], index, checked)
             )
+            check_reproduced(next_error, "next_observation", source, meta["domain"])
+            frames[(ends[chosen] + chosen).numpy()] = renderer.render()[: len(index)].cpu().numpy()
+    finally:
+        env.close()
     seconds = time.perf_counter() - began
     frames_meta = {
         "size": size,
@@ -156,6 +154,16 @@ def check_source(arrays: dict, meta: dict, source: Path) -> None:
         raise ValueError(
             f"dataset {source} was collected with observe_pose; frames carry no pose: render a dataset "
             "collected without it"
+        )
+
+
+def check_reproduced(error: float, name: str, source: Path, domain: str) -> None:
+    """Refuse (before rendering on) states that do not give back the stored observations."""
+    if error > STATE_TOLERANCE:
+        raise ValueError(
+            f"dataset {source}: its physics states reproduce its {name}s only within {error:.3g} "
+            f"(> {STATE_TOLERANCE}); it was not collected by this version's {domain} env, so its "
+            "frames would show other states: re-collect it with collect.py"
         )
 
 
