@@ -208,3 +208,16 @@ def test_quadruped_renders_though_its_acceleration_sensors_are_not_states(tmp_pa
     meta = read_dataset(render_dataset(states, tmp_path / "pixels", size=16, worlds=8))[1]["frames"]
     assert 0 < meta["checked_coordinates"] < env.obs_dim
     assert meta["observation_max_deviation"] < 1e-5 and meta["camera"] == 2
+
+
+def test_a_dataset_too_big_to_load_is_refused_before_loading(rendered, monkeypatch):
+    from urlb.data import memory
+    from urlb.data.datasets import dataset_bytes
+
+    _, pixels = rendered
+    size = dataset_bytes(pixels)
+    assert size > sum(f.stat().st_size for f in pixels.glob("*.npy")) * 0.99  # the fields' files
+    monkeypatch.setattr(memory, "available_memory", lambda device: size)
+    memory.check_dataset_fits(pixels, size // 2, torch.device("cpu"))
+    with pytest.raises(memory.OversizeError, match="use a smaller dataset .*; nothing was loaded"):
+        memory.check_dataset_fits(pixels, size, torch.device("cpu"))

@@ -183,6 +183,12 @@ def read_dataset(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return arrays, manifest["meta"]
 
 
+def dataset_bytes(path: str | Path) -> int:
+    """The bytes of a dataset's fields, from its (checked) manifest alone: what loading it takes."""
+    manifest = _read_manifest(Path(path) / MANIFEST)
+    return sum(int(entry["bytes"]) for entry in manifest["fields"].values())
+
+
 def dataset_length(path: str | Path) -> int:
     """The transitions a dataset directory holds, from its (checked) manifest alone."""
     manifest = _read_manifest(Path(path) / MANIFEST)

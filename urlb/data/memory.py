@@ -100,6 +100,20 @@ def check_needs(needs: list[Need]) -> None:
         )
 
 
+def check_dataset_fits(path, size: int, device: torch.device) -> None:
+    """Refuse a dataset of ``size`` bytes that would not fit where a sampler loads it: read into
+    host memory, then moved to ``device`` (a pixel dataset of 1M 64x64 transitions is ~12 GB)."""
+    for where in dict.fromkeys([torch.device("cpu"), torch.device(device)]):
+        free = available_memory(where)
+        if free is not None and size > HEADROOM * free:
+            raise OversizeError(
+                f"dataset {path} holds {gib(size)} but {where} has {gib(free)} free: use a smaller "
+                "dataset (collect fewer frames, or render fewer of them)"
+                + ("" if where.type == "cpu" else ", or device=cpu")
+                + "; nothing was loaded"
+            )
+
+
 def round_down(value: int) -> int:
     """A round suggestion: 3 significant digits at most (123456 -> 123000)."""
     if value < 1000:
