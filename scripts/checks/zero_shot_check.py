@@ -15,6 +15,9 @@ Through the real entry points:
    zero-shot policy on each task for N online frames (the same inference rows).
 
 ``--latent-updates`` gives FB and HILP their own budget (default: ``--offline-updates``, TD3's).
+``--pixel-updates N`` also renders the dataset's frames (``render_dataset.py``, 64x64) and trains
+FB and HILP on them (``obs=pixels_exorl``, batch ``--pixel-batch``) for N updates, evaluated
+zero-shot in the pixel env: at a CPU budget, that the pixel pipeline runs on real data.
 
 On a CPU the networks are scaled down (``--cpu-model``: 256 wide, 128-wide embeddings, batch
 256; the papers': 1024 / 512, batch 1024) and every budget is a small fraction of the papers'
@@ -58,11 +61,18 @@ COMMON = ["backend=cpu", "device=cpu", "threads=1", "console=false", "tensorboar
 ZERO_SHOT_COLLECT = ("backend=cpu", "device=cpu", "threads=1")  # the dataset collected on the CPU
 
 
-def pretrain_and_evaluate(agent: str, task: str | None, args, snapshots: Path, dataset: Path) -> list[dict]:
-    """Steps 3 and 4 for one agent (``task``: TD3's training task, None for the zero-shot ones)."""
+def pretrain_and_evaluate(
+    agent: str, task: str | None, args, snapshots: Path, dataset: Path, pixels: bool = False
+) -> list[dict]:
+    """Steps 3 and 4 for one agent (``task``: TD3's training task, None for the zero-shot ones;
+    ``pixels``: on the rendered dataset's frames)."""
     out = args.out
     updates = args.offline_updates if task is not None else args.latent_updates or args.offline_updates
     name = agent if task is None else f"{agent}_{task}"
+    extra, folder = [], args.domain
+    if pixels:
+        updates, name, folder = args.pixel_updates, f"{agent}_pixels", f"{args.domain}_pixels"
+        extra = ["obs=pixels_exorl", f"agent.batch_size={args.pixel_batch}"]
     pretrain = [f"agent={agent}", f"env={args.domain}", f"seed={args.seed}", f"dataset={dataset}"]
     pretrain += [f"offline.updates={updates}", f"offline.snapshot_updates=[{updates}]"]
     pretrain += [f"offline.eval_every_updates={updates}", f"offline.checkpoint_every_updates={updates}"]
@@ -73,8 +83,8 @@ def pretrain_and_evaluate(agent: str, task: str | None, args, snapshots: Path, d
     ]
     pretrain += [] if task is None else [f"agent.task={task}"]
     started = time.perf_counter()
-    run("pretrain.py", [*COMMON, *pretrain, *CPU_MODEL[agent]], out / f"{name}.log")
-    found = (snapshots / agent / args.domain / f"seed_{args.seed}").glob(f"*/snapshot_{updates}.pt")
+    run("pretrain.py", [*COMMON, *pretrain, *CPU_MODEL[agent], *extra], out / f"{name}.log")
+    found = (snapshots / agent / folder / f"seed_{args.seed}").glob(f"*/snapshot_{updates}.pt")
     # TD3 has one configuration folder per task: this task's
     (snapshot,) = [
         p
@@ -141,6 +151,8 @@ def main() -> None:
     parser.add_argument("--offline-updates", type=int, default=3_000)
     parser.add_argument("--latent-updates", type=int, default=None, help="FB's and HILP's (default: as TD3)")
     parser.add_argument("--finetune-frames", type=int, default=0, help="finetune FB, HILP from zero-shot")
+    parser.add_argument("--pixel-updates", type=int, default=0, help="FB, HILP on rendered frames (0: no)")
+    parser.add_argument("--pixel-batch", type=int, default=64)
     parser.add_argument("--inference-samples", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--goals", type=int, default=5, help="goal-reaching episodes of FB and HILP")
@@ -149,17 +161,33 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zero_shot_check")
     parser.add_argument("--reuse-dataset", action="store_true", help="keep --out's explorer and dataset")
+    parser.add_argument("--dataset", type=Path, default=None, help="an existing dataset: no explorer")
+    parser.add_argument("--no-td3", action="store_true", help="FB and HILP only (e.g. an untrained control)")
     args = parser.parse_args()
     out, started = args.out, time.perf_counter()
     # the dataset's folder name labels the report's zero-shot rows: say what collected it
     snapshots, dataset = out / "snapshots", out / f"{args.domain}_{args.explorer}_{args.dataset_frames}"
-    kept = ("explore", "explore.log", dataset.name, "collect.log", "snapshots")
-    reuse = args.reuse_dataset and dataset.exists()
+    if args.dataset is not None:
+        dataset = args.dataset.resolve()
+    pixel_dataset = out / f"{dataset.name}_pixels64"
+    kept = (
+        "explore",
+        "explore.log",
+        dataset.name,
+        "collect.log",
+        "snapshots",
+        pixel_dataset.name,
+        "render.log",
+    )
+    reuse = (args.reuse_dataset and dataset.exists()) or args.dataset is not None
     fresh(*(path for path in (out.glob("*") if out.exists() else ()) if not (reuse and path.name in kept)))
     fresh(*(snapshots / agent for agent in CPU_MODEL))
     out.mkdir(parents=True, exist_ok=True)
     if not reuse:
         explore_and_collect(args, snapshots, dataset, ZERO_SHOT_COLLECT)
+    if args.pixel_updates and not pixel_dataset.exists():
+        render = [f"dataset={dataset}", f"out={pixel_dataset}", "size=64", *ZERO_SHOT_COLLECT]
+        run("render_dataset.py", render, out / "render.log")
     from envs.tasks import domain_tasks
 
     tasks = list(domain_tasks(args.domain))
@@ -168,8 +196,16 @@ def main() -> None:
         for agent in ("fb", "hilp")
     ]
     calls += [
-        lambda task=task: pretrain_and_evaluate("td3", task, args, snapshots, dataset) for task in tasks
+        lambda task=task: pretrain_and_evaluate("td3", task, args, snapshots, dataset)
+        for task in ([] if args.no_td3 else tasks)
     ]
+    if args.pixel_updates:
+        calls += [
+            lambda agent=agent: pretrain_and_evaluate(
+                agent, None, args, snapshots, pixel_dataset, pixels=True
+            )
+            for agent in ("fb", "hilp")
+        ]
     results = [record for found in parallel(calls, args.jobs) for record in found]
     finetuned = []
     if args.finetune_frames:
@@ -182,9 +218,13 @@ def main() -> None:
         finetuned = [record for found in parallel(calls, args.jobs) for record in found]
     random = random_returns(args)
 
-    def cell(agent: str, task: str, found_in=None) -> str:
-        found = [r for r in (found_in or results) if r["agent"] == agent and r["task"] == task]
-        return f"{max(found, key=lambda r: r['frames'])['return']:.0f}"
+    def cell(agent: str, task: str, found_in=None, obs: str = "states") -> str:
+        found = [
+            r
+            for r in (found_in or results)
+            if r["agent"] == agent and r["task"] == task and r.get("obs", "states") == obs
+        ]
+        return f"{max(found, key=lambda r: r['frames'])['return']:.0f}" if found else "-"
 
     header = [
         "task",
@@ -197,12 +237,24 @@ def main() -> None:
         [task, cell("fb", task), cell("hilp", task), cell("td3", task), f"{random[task]:.0f}"]
         for task in tasks
     ]
+    if args.pixel_updates:
+        header[3:3] = ["FB (zero-shot, pixels)", "HILP (zero-shot, pixels)"]
+        for row, task in zip(rows, tasks, strict=True):
+            row[3:3] = [cell("fb", task, obs="pixels"), cell("hilp", task, obs="pixels")]
     if finetuned:
         header[3:3] = [f"FB (+{args.finetune_frames} frames)", f"HILP (+{args.finetune_frames} frames)"]
         for row, task in zip(rows, tasks, strict=True):
             row[3:3] = [cell("fb", task, finetuned), cell("hilp", task, finetuned)]
     minutes = {
-        agent: sum({r["minutes"] for r in results if r["agent"] == agent}) for agent in ("fb", "hilp", "td3")
+        agent: sum({r["minutes"] for r in results if r["agent"] == agent and r.get("obs") != "pixels"})
+        for agent in ("fb", "hilp", "td3")
+    }
+    minutes |= {
+        f"{agent} pixels": sum(
+            {r["minutes"] for r in results if r["agent"] == agent and r.get("obs") == "pixels"}
+        )
+        for agent in ("fb", "hilp")
+        if args.pixel_updates
     }
     minutes |= {
         f"{agent} finetuning": sum({r["minutes"] for r in finetuned if r["agent"] == agent})
