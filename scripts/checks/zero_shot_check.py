@@ -123,8 +123,9 @@ def finetune_from_zero_shot(agent: str, task: str, snapshot: str, args) -> list[
     return [r | {"minutes": minutes} for r in records(args.out / "finetune" / name)]
 
 
-def random_returns(args) -> dict[str, float]:
-    """A uniformly random policy's mean return per task over ``--eval-episodes`` episodes."""
+def random_returns(args, zero: bool = False) -> dict[str, float]:
+    """A uniformly random policy's (``zero``: zero actions') mean return per task over
+    ``--eval-episodes`` episodes."""
     import torch
 
     from envs import make_env
@@ -135,7 +136,8 @@ def random_returns(args) -> dict[str, float]:
     generator = torch.Generator().manual_seed(args.seed)
     totals = torch.zeros(args.eval_episodes, len(env.task_names))
     for _ in range(env.episode_steps):
-        td = env.step(torch.rand(args.eval_episodes, env.action_dim, generator=generator) * 2 - 1)
+        action = torch.rand(args.eval_episodes, env.action_dim, generator=generator) * 2 - 1
+        td = env.step(action * 0 if zero else action)
         totals += td["task_reward"]
     return dict(zip(env.task_names, totals.mean(0).tolist(), strict=True))
 
@@ -216,7 +218,7 @@ def main() -> None:
             for task in tasks
         ]
         finetuned = [record for found in parallel(calls, args.jobs) for record in found]
-    random = random_returns(args)
+    random, zero = random_returns(args), random_returns(args, zero=True)
 
     def cell(agent: str, task: str, found_in=None, obs: str = "states") -> str:
         found = [
@@ -232,9 +234,17 @@ def main() -> None:
         "HILP (zero-shot)",
         "TD3 (offline, on the task's reward)",
         "random policy",
+        "zero actions",
     ]
     rows = [
-        [task, cell("fb", task), cell("hilp", task), cell("td3", task), f"{random[task]:.0f}"]
+        [
+            task,
+            cell("fb", task),
+            cell("hilp", task),
+            cell("td3", task),
+            f"{random[task]:.0f}",
+            f"{zero[task]:.0f}",
+        ]
         for task in tasks
     ]
     if args.pixel_updates:
@@ -262,6 +272,7 @@ def main() -> None:
         if finetuned
     }
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "random": random}
+    summary["zero_actions"] = zero
     summary["finetuned"] = finetuned
     summary["minutes_per_agent"] = minutes
     print(write_summary(out, summary, {"returns": (header, rows)}, started))
