@@ -1,20 +1,22 @@
 """Zero-shot behaviour foundation models end to end on one domain (a script, not a test; about
-25 minutes on one CPU core at the defaults): an exploration agent's reward-free dataset, FB and
-HILP pretrained on it and evaluated zero-shot on every task, beside offline TD3 trained on each
-task's relabelled reward (ExORL's supervised ceiling) and a uniformly random policy.
+36 minutes on two CPU cores at the defaults with ``--jobs 2``, twice that on one): an
+exploration agent's reward-free dataset, FB and HILP pretrained on it and evaluated zero-shot on
+every task, then finetuned from their zero-shot policy, beside offline TD3 trained on each
+task's relabelled reward (ExORL's supervised ceiling), a uniformly random policy and zero
+actions. ``--latent-updates 1 --no-td3 --dataset <its dataset>`` is the untrained control.
 
 Through the real entry points:
 
 1. ``pretrain.py`` trains an exploration agent (RND by default) without reward on the domain;
 2. ``collect.py policy=snapshot`` writes a reward-free dataset with its exploration policy;
 3. ``pretrain.py agent=fb|hilp dataset=...`` pretrains each for ``--offline-updates``, and
-   ``pretrain.py agent=td3 agent.task=<task>`` trains TD3 on each task's reward for as many;
+   ``pretrain.py agent=td3 agent.task=<task>`` trains TD3 on each task's reward;
 4. ``zero_shot.py snapshot=...`` infers each task's z from ``--inference-samples`` reward-labelled
    dataset transitions and evaluates it (FB, HILP), or evaluates TD3 on its task;
-5. with ``--finetune-frames N``, ``finetune.py agent=fb|hilp snapshot=...`` finetunes each from its
-   zero-shot policy on each task for N online frames (the same inference rows).
+5. ``finetune.py agent=fb|hilp snapshot=...`` finetunes each from its zero-shot policy on each
+   task for ``--finetune-frames`` online frames (the same inference rows; 0: skipped).
 
-``--latent-updates`` gives FB and HILP their own budget (default: ``--offline-updates``, TD3's).
+``--latent-updates`` is FB's and HILP's budget, ``--offline-updates`` TD3's.
 ``--pixel-updates N`` also renders the dataset's frames (``render_dataset.py``, 64x64) and trains
 FB and HILP on them (``obs=pixels_exorl``, batch ``--pixel-batch``) for N updates, evaluated
 zero-shot in the pixel env: at a CPU budget, that the pixel pipeline runs on real data.
@@ -24,7 +26,7 @@ On a CPU the networks are scaled down (``--cpu-model``: 256 wide, 128-wide embed
 (ExORL: 10M-transition datasets, 1M updates): at this budget the ordering of methods is what can
 be read, not the papers' returns.
 
-    nice -n 10 python scripts/checks/zero_shot_check.py
+    nice -n 5 python scripts/checks/zero_shot_check.py --jobs 2
     python scripts/checks/zero_shot_check.py --reuse-dataset   # keep --out's explorer and dataset
 
 Writes ``<out>/summary.json``, ``<out>/table.md`` and ``<out>/returns.csv``; the runs, logs,
@@ -67,7 +69,7 @@ def pretrain_and_evaluate(
     """Steps 3 and 4 for one agent (``task``: TD3's training task, None for the zero-shot ones;
     ``pixels``: on the rendered dataset's frames)."""
     out = args.out
-    updates = args.offline_updates if task is not None else args.latent_updates or args.offline_updates
+    updates = args.offline_updates if task is not None else args.latent_updates
     name = agent if task is None else f"{agent}_{task}"
     extra, folder = [], args.domain
     if pixels:
@@ -149,10 +151,10 @@ def main() -> None:
     parser.add_argument("--explorer", default="rnd", help="the agent whose exploration policy collects")
     parser.add_argument("--domain", default="walker")
     parser.add_argument("--explore-frames", type=int, default=8_000)
-    parser.add_argument("--dataset-frames", type=int, default=40_000)
-    parser.add_argument("--offline-updates", type=int, default=3_000)
-    parser.add_argument("--latent-updates", type=int, default=None, help="FB's and HILP's (default: as TD3)")
-    parser.add_argument("--finetune-frames", type=int, default=0, help="finetune FB, HILP from zero-shot")
+    parser.add_argument("--dataset-frames", type=int, default=100_000)
+    parser.add_argument("--offline-updates", type=int, default=5_000, help="TD3's")
+    parser.add_argument("--latent-updates", type=int, default=20_000, help="FB's and HILP's")
+    parser.add_argument("--finetune-frames", type=int, default=10_000, help="FB, HILP from zero-shot (0: no)")
     parser.add_argument("--pixel-updates", type=int, default=0, help="FB, HILP on rendered frames (0: no)")
     parser.add_argument("--pixel-batch", type=int, default=64)
     parser.add_argument("--inference-samples", type=int, default=10_000)
