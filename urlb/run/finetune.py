@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 from envs import make_env
 from envs.tasks import parse_task
 from urlb.data.checkpoint import find_snapshot, load_snapshot
-from urlb.data.datasets import DatasetSampler
+from urlb.data.datasets import DatasetSampler, dataset_bytes
+from urlb.data.memory import check_dataset_fits
 from urlb.data.records import write_atomically
 from urlb.loop.offline import check_dataset
 from urlb.loop.online import OnlineLoop
@@ -167,6 +168,7 @@ def fix_task_latent(plan: DictConfig, agent, snapshot: dict, path: Path, task: s
         )
     pixels = pixel_options(plan)
     stack = None if pixels is None else pixels["frame_stack"]
+    check_dataset_fits(dataset, dataset_bytes(dataset), env.device)
     sampler = DatasetSampler.load(dataset, env.device, frame_stack=stack)
     domain = parse_task(task)[0]
     check_dataset(sampler.meta, domain, env.obs_dim, sampler.fields["observation"], dataset, pixels)

@@ -29,7 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from envs import make_env
 from envs.tasks import EXPERT_SCORES, normalised_score
 from urlb.data.checkpoint import load_snapshot
-from urlb.data.datasets import DatasetSampler, task_column
+from urlb.data.datasets import DatasetSampler, dataset_bytes, task_column
+from urlb.data.memory import check_dataset_fits
 from urlb.data.records import append_record, write_atomically
 from urlb.loop.offline import check_frames
 from urlb.measure.evaluate import evaluate
@@ -139,6 +140,7 @@ def zero_shot_from_config(cfg: DictConfig) -> list[dict]:
     options = {"backend": cfg.backend, "device": device, "pixels": pixels}
     env = make_env(domain, cfg.eval_episodes, seed=cfg.seed, **options)
     stack = None if pixels is None else pixels["frame_stack"]
+    check_dataset_fits(dataset, dataset_bytes(dataset), env.device)
     sampler = DatasetSampler.load(dataset, env.device, frame_stack=stack)
     if pixels is not None:
         check_frames(sampler.meta, pixels, dataset)
