@@ -13,6 +13,7 @@ parts, the orthonormality regulariser, the actor step and the Polyak targets.
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 from tensordict import TensorDict
@@ -43,43 +44,68 @@ METRICS = {
 }
 
 
-def our_tensors(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    to_ours = rename(RULES)
-    out = {}
-    for name, value in reference.items():
-        ours = to_ours(name)
-        if ours is None:
-            raise KeyError(f"reference tensor {name} has no counterpart in FBAgent")
-        out[ours] = value
-    return out
+def tensor_map(rules: list, unmapped=()):
+    """Reference name -> ours for a zero-shot agent's tensors (FB, HILP, on states or pixels):
+    names matching a pattern of ``unmapped`` are skipped, any other without a rule is an error."""
+    to_ours = rename(rules)
+
+    def ours(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, value in reference.items():
+            if any(re.fullmatch(pattern, name) for pattern in unmapped):
+                continue
+            mapped = to_ours(name)
+            if mapped is None:
+                raise KeyError(f"reference tensor {name} has no counterpart")
+            out[mapped] = value
+        return out
+
+    return ours
 
 
-def build(fixture: Fixture) -> FBAgent:
+our_tensors = tensor_map(RULES)
+
+
+def build_latent(cls, fixture: Fixture, obs_dim, ours_of, **extra):
+    """``cls`` (FB or HILP) at the fixture's sizes and shared settings (``extra``: the agent's
+    own), with the reference's initial weights; every tensor of ours needs one."""
     sizes, h = fixture.manifest["sizes"], fixture.hyper
-    agent = FBAgent(
-        sizes["obs_dim"],
+    agent = cls(
+        obs_dim,
         sizes["action_dim"],
         z_dim=sizes["z_dim"],
         hidden_dim=sizes["hidden_dim"],
         feature_dim=sizes["feature_dim"],
-        backward_hidden_dim=sizes["backward_hidden_dim"],
         lr=h["lr"],
         lr_coef=h["lr_coef"],
         batch_size=sizes["batch_size"],
         stddev=float(h["stddev_schedule"]),
         stddev_clip=h["stddev_clip"],
-        fb_target_tau=h["fb_target_tau"],
         discount=h["discount"],
         mix_ratio=h["mix_ratio"],
-        ortho_coef=h["ortho_coef"],
+        **extra,
     )
-    weights = our_tensors(fixture.group("init"))
-    ours = agent.state_dict()
-    missing = sorted(name for name in ours if name not in weights and "latent" not in name)
+    weights = ours_of(fixture.group("init"))
+    missing = sorted(name for name in agent.state_dict() if name not in weights and "latent" not in name)
     if missing:
         raise KeyError(f"our tensors with no reference tensor: {missing}")
     agent.load_state_dict(weights, strict=False)
     return agent
+
+
+def build(fixture: Fixture, obs_dim=None, ours_of=our_tensors, **extra) -> FBAgent:
+    """FB at the fixture's settings (``obs_dim``: the manifest's state size by default)."""
+    sizes, h = fixture.manifest["sizes"], fixture.hyper
+    return build_latent(
+        FBAgent,
+        fixture,
+        sizes["obs_dim"] if obs_dim is None else obs_dim,
+        ours_of,
+        backward_hidden_dim=sizes["backward_hidden_dim"],
+        fb_target_tau=h["fb_target_tau"],
+        ortho_coef=h["ortho_coef"],
+        **extra,
+    )
 
 
 class RecordedSampler:

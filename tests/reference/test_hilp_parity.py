@@ -13,12 +13,11 @@ are compared at ``rtol=1e-5, atol=1e-6``.
 from __future__ import annotations
 
 import json
-import re
 
 import torch
 from tensordict import TensorDict
-from test_fb_parity import replay_latent
-from urlb_reference import DATA, Comparison, Fixture, rename
+from test_fb_parity import build_latent, replay_latent, tensor_map
+from urlb_reference import DATA, Comparison, Fixture
 
 from agents.hilp import HILPAgent
 
@@ -51,46 +50,25 @@ METRICS = {
 }
 
 
-def our_tensors(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    to_ours, out = rename(RULES), {}
-    for name, value in reference.items():
-        if any(re.fullmatch(pattern, name) for pattern in UNMAPPED):
-            continue
-        ours = to_ours(name)
-        if ours is None:
-            raise KeyError(f"reference tensor {name} has no counterpart in HILPAgent")
-        out[ours] = value
-    return out
+our_tensors = tensor_map(RULES, UNMAPPED)
 
 
-def build(fixture: Fixture) -> HILPAgent:
+def build(fixture: Fixture, obs_dim=None, ours_of=our_tensors, **extra) -> HILPAgent:
+    """HILP at the fixture's settings (``obs_dim``: the manifest's state size by default)."""
     sizes, h = fixture.manifest["sizes"], fixture.hyper
-    agent = HILPAgent(
-        sizes["obs_dim"],
-        sizes["action_dim"],
-        z_dim=sizes["z_dim"],
-        hidden_dim=sizes["hidden_dim"],
-        feature_dim=sizes["feature_dim"],
+    return build_latent(
+        HILPAgent,
+        fixture,
+        sizes["obs_dim"] if obs_dim is None else obs_dim,
+        ours_of,
         phi_hidden_dim=sizes["phi_hidden_dim"],
-        lr=h["lr"],
-        lr_coef=h["lr_coef"],
-        batch_size=sizes["batch_size"],
-        stddev=float(h["stddev_schedule"]),
-        stddev_clip=h["stddev_clip"],
         sf_target_tau=h["sf_target_tau"],
-        discount=h["discount"],
-        mix_ratio=h["mix_ratio"],
         hilp_discount=h["hilp_discount"],
         hilp_expectile=h["hilp_expectile"],
         feature_type=h["feature_type"],
         q_loss=h["q_loss"],
+        **extra,
     )
-    weights = our_tensors(fixture.group("init"))
-    missing = sorted(name for name in agent.state_dict() if name not in weights and "latent" not in name)
-    if missing:
-        raise KeyError(f"our tensors with no reference tensor: {missing}")
-    agent.load_state_dict(weights, strict=False)
-    return agent
 
 
 class RecordedSampler:

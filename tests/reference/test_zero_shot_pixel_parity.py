@@ -20,37 +20,15 @@ centres, ours gather whole pixels: equal up to float rounding (~1e-6 of a pixel 
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import test_fb_parity
 import test_hilp_parity
 import torch
-from test_fb_parity import replay_latent
-from urlb_reference import DATA, Comparison, Fixture, rename
-
-from agents.fb import FBAgent
-from agents.hilp import HILPAgent
+from test_fb_parity import replay_latent, tensor_map
+from urlb_reference import DATA, Comparison, Fixture
 
 ENCODER_RULES = [(r"encoder\.(.*)", r"encoder.\1")]
-
-
-def tensors_of(rules: list, unmapped: dict[str, str]):
-    """Reference name -> ours for one agent's tensors (``unmapped``: skipped, with the reason)."""
-    to_ours = rename(ENCODER_RULES + rules)
-
-    def ours(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, value in reference.items():
-            if any(re.fullmatch(pattern, name) for pattern in unmapped):
-                continue
-            mapped = to_ours(name)
-            if mapped is None:
-                raise KeyError(f"reference tensor {name} has no counterpart")
-            out[mapped] = value
-        return out
-
-    return ours
 
 
 def shifts_as_ours(draws: list[tuple[str, torch.Tensor]], skip_after: int | None = None) -> list:
@@ -67,47 +45,16 @@ def shifts_as_ours(draws: list[tuple[str, torch.Tensor]], skip_after: int | None
     return out
 
 
-def build(cls, fixture: Fixture, ours_of, **extra):
-    sizes, h = fixture.manifest["sizes"], fixture.hyper
-    agent = cls(
-        tuple(sizes["frames"]),
-        sizes["action_dim"],
-        z_dim=sizes["z_dim"],
-        hidden_dim=sizes["hidden_dim"],
-        feature_dim=sizes["feature_dim"],
-        lr=h["lr"],
-        lr_coef=h["lr_coef"],
-        batch_size=sizes["batch_size"],
-        stddev=float(h["stddev_schedule"]),
-        stddev_clip=h["stddev_clip"],
-        discount=h["discount"],
-        mix_ratio=h["mix_ratio"],
-        aug_pad=sizes["aug_pad"],
-        **extra,
-    )
-    weights = ours_of(fixture.group("init"))
-    missing = sorted(name for name in agent.state_dict() if name not in weights and "latent" not in name)
-    if missing:
-        raise KeyError(f"our tensors with no reference tensor: {missing}")
-    agent.load_state_dict(weights, strict=False)
-    return agent
+def frames(fixture: Fixture) -> dict:
+    """``build``'s frame options of a fixture: its frame stacks' shape and the shift's pad."""
+    sizes = fixture.manifest["sizes"]
+    return {"obs_dim": tuple(sizes["frames"]), "aug_pad": sizes["aug_pad"]}
 
 
 def replay_hilp() -> Comparison:
     fixture = Fixture.load("pixels/hilp")
-    ours_of = tensors_of(test_hilp_parity.RULES, test_hilp_parity.UNMAPPED)
-    h = fixture.hyper
-    agent = build(
-        HILPAgent,
-        fixture,
-        ours_of,
-        phi_hidden_dim=fixture.manifest["sizes"]["phi_hidden_dim"],
-        sf_target_tau=h["sf_target_tau"],
-        hilp_discount=h["hilp_discount"],
-        hilp_expectile=h["hilp_expectile"],
-        feature_type=h["feature_type"],
-        q_loss=h["q_loss"],
-    )
+    ours_of = tensor_map(ENCODER_RULES + test_hilp_parity.RULES, test_hilp_parity.UNMAPPED)
+    agent = test_hilp_parity.build(fixture, ours_of=ours_of, **frames(fixture))
     return replay_latent(
         fixture,
         agent,
@@ -123,20 +70,12 @@ def replay_fb() -> Comparison:
     FB reads only with ``future_ratio > 0`` (0 here, and ours has no such option): ours skips it,
     so that draw is dropped."""
     fixture = Fixture.load("pixels/fb")
-    ours_of = tensors_of(test_fb_parity.RULES, {})
-    h = fixture.hyper
-    agent = build(
-        FBAgent,
-        fixture,
-        ours_of,
-        backward_hidden_dim=fixture.manifest["sizes"]["backward_hidden_dim"],
-        fb_target_tau=h["fb_target_tau"],
-        ortho_coef=h["ortho_coef"],
-    )
+    ours_of = tensor_map(ENCODER_RULES + test_fb_parity.RULES)
+    agent = test_fb_parity.build(fixture, ours_of=ours_of, **frames(fixture))
     return replay_latent(
         fixture,
         agent,
-        lambda batch: test_fb_parity.RecordedSampler(batch, h["discount"]),
+        lambda batch: test_fb_parity.RecordedSampler(batch, fixture.hyper["discount"]),
         test_fb_parity.METRICS,
         ours_of,
         draws=lambda index: shifts_as_ours(fixture.draws(index), skip_after=3),
