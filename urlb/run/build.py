@@ -1,5 +1,5 @@
-"""The parts of a run, built from its frozen plan: device, envs, agent, replay, logger; and the
-estimate of their memory made before any of them (:func:`check_sizes`).
+"""The parts of a run, built from its frozen plan: device, envs, agent, replay, a dataset's
+sampler, logger; and the estimate of their memory made before any of them (:func:`check_sizes`).
 
 Imports: envs, agents' interface (through Hydra's instantiate of the plan's own agent config),
 urlb.data, urlb.measure, urlb.run.plan.
@@ -18,8 +18,10 @@ from agents.parts.self_reference import reference_row_bytes, replay_extra_bytes
 from envs import make_env
 from envs.registry import resolve_backend
 from envs.tasks import DOMAINS, parse_task
-from urlb.data.memory import Need, check_needs
+from urlb.data.datasets import DatasetSampler, dataset_bytes
+from urlb.data.memory import Need, check_dataset_fits, check_needs
 from urlb.data.replay import ReplayBuffer
+from urlb.loop.offline import check_dataset
 from urlb.loop.online import Schedule
 from urlb.measure.logging import Logger
 from urlb.measure.skills import SkillEvaluator
@@ -70,6 +72,17 @@ def build_replay(plan: DictConfig, env) -> ReplayBuffer:
         discount=plan.replay.discount,
         frame_stack=env.frame_stack,
     )
+
+
+def build_sampler(path, env, domain: str, pixels: dict | None) -> DatasetSampler:
+    """The sampler over the dataset at ``path`` for a run on ``env`` (``pixels``: the run's frame
+    options, ``make_env``'s; None on states): refused before loading if it would not fit, then
+    checked against the run's domain and observations (its frames against ``pixels``)."""
+    check_dataset_fits(path, dataset_bytes(path), env.device)
+    stack = None if pixels is None else pixels["frame_stack"]
+    sampler = DatasetSampler.load(path, env.device, frame_stack=stack)
+    check_dataset(sampler.meta, domain, env.obs_dim, sampler.fields["observation"], path, pixels)
+    return sampler
 
 
 def online_schedule(

@@ -19,16 +19,14 @@ from omegaconf import DictConfig
 from envs import make_env
 from envs.tasks import parse_task
 from urlb.data.checkpoint import find_snapshot, load_snapshot
-from urlb.data.datasets import DatasetSampler, dataset_bytes
-from urlb.data.memory import check_dataset_fits
 from urlb.data.records import write_atomically
-from urlb.loop.offline import check_dataset
 from urlb.loop.online import OnlineLoop
 from urlb.measure.skills import select_skill
 from urlb.run.build import (
     build_agent,
     build_envs,
     build_replay,
+    build_sampler,
     check_sizes,
     online_schedule,
     prepare_process,
@@ -166,12 +164,7 @@ def fix_task_latent(plan: DictConfig, agent, snapshot: dict, path: Path, task: s
         raise FileNotFoundError(
             f"dataset {dataset} (the task's z is inferred from it) is not a folder; pass dataset=<its path>"
         )
-    pixels = pixel_options(plan)
-    stack = None if pixels is None else pixels["frame_stack"]
-    check_dataset_fits(dataset, dataset_bytes(dataset), env.device)
-    sampler = DatasetSampler.load(dataset, env.device, frame_stack=stack)
-    domain = parse_task(task)[0]
-    check_dataset(sampler.meta, domain, env.obs_dim, sampler.fields["observation"], dataset, pixels)
+    sampler = build_sampler(dataset, env, parse_task(task)[0], pixel_options(plan))
     pretrained_on = snapshot.get("pretrain_frames")
     if plan.dataset is None and pretrained_on is not None and len(sampler) != pretrained_on:
         raise ValueError(

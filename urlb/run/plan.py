@@ -142,9 +142,15 @@ def observe_pose(plan: DictConfig) -> bool:
 
 def pixel_options(plan: DictConfig) -> dict | None:
     """``make_env``'s ``pixels`` argument (None for state observations)."""
-    if plan.obs.type == "states":
+    return obs_pixel_options(plan.obs)
+
+
+def obs_pixel_options(obs) -> dict | None:
+    """``make_env``'s ``pixels`` argument from an ``obs`` section (a plan's, or a snapshot's
+    stored one, a plain dict), None for state observations."""
+    if obs["type"] == "states":
         return None
-    return {key: plan.obs[key] for key in PIXEL_KEYS}
+    return {key: obs[key] for key in PIXEL_KEYS}
 
 
 def env_options(plan: DictConfig) -> dict:

@@ -14,14 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs import make_env
 from urlb.data.checkpoint import save_snapshot, write_snapshot_config
-from urlb.data.datasets import DatasetSampler, dataset_bytes, dataset_length
-from urlb.data.memory import check_dataset_fits
-from urlb.loop.offline import OfflineLoop, OfflineSchedule, check_dataset
+from urlb.data.datasets import dataset_length
+from urlb.loop.offline import OfflineLoop, OfflineSchedule
 from urlb.loop.online import OnlineLoop
 from urlb.run.build import (
     build_agent,
     build_envs,
     build_replay,
+    build_sampler,
     build_skill_evaluators,
     check_sizes,
     online_schedule,
@@ -147,13 +147,7 @@ def pretrain_offline(plan: DictConfig, spec: AgentSpec) -> dict:
         device = prepare_process(plan)
         options = env_options(plan)
         eval_env = make_env(domain, plan.protocol.eval_episodes, device=device, **options)
-        pixels = options["pixels"]
-        stack = None if pixels is None else pixels["frame_stack"]
-        check_dataset_fits(plan.dataset, dataset_bytes(plan.dataset), eval_env.device)
-        sampler = DatasetSampler.load(plan.dataset, eval_env.device, frame_stack=stack)
-        check_dataset(
-            sampler.meta, domain, eval_env.obs_dim, sampler.fields["observation"], plan.dataset, pixels
-        )
+        sampler = build_sampler(plan.dataset, eval_env, domain, options["pixels"])
         if len(sampler) != plan.protocol.pretrain_frames:
             raise ValueError(f"dataset {plan.dataset} changed while the run started; pretrain again")
         agent = build_agent(plan.agent, eval_env, eval_env.device)

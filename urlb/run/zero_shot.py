@@ -29,13 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 from envs import make_env
 from envs.tasks import EXPERT_SCORES, normalised_score
 from urlb.data.checkpoint import load_snapshot
-from urlb.data.datasets import DatasetSampler, dataset_bytes, task_column
-from urlb.data.memory import check_dataset_fits
+from urlb.data.datasets import DatasetSampler, task_column
 from urlb.data.records import append_record, write_atomically
-from urlb.loop.offline import check_frames
 from urlb.measure.evaluate import evaluate
-from urlb.run.build import build_agent, prepare_process
-from urlb.run.plan import PIXEL_KEYS
+from urlb.run.build import build_agent, build_sampler, prepare_process
+from urlb.run.plan import obs_pixel_options
 from urlb.run.spec import agent_class, stored_config
 
 RECORDS = "eval.jsonl"
@@ -102,14 +100,6 @@ def reach_goals(env, agent, goals: torch.Tensor, goal_states: torch.Tensor, seed
     ]
 
 
-def pixel_options(config: dict) -> dict | None:
-    """The pixel env a snapshot's agent learnt for (``make_env``'s ``pixels``), None on states."""
-    obs = config.get("obs", {"type": "states"})
-    if obs.get("type") != "pixels":
-        return None
-    return {key: obs[key] for key in PIXEL_KEYS}
-
-
 def check_config(cfg: DictConfig) -> None:
     """Every input error before anything is loaded, each one line naming the fix."""
     for key, least in (("inference_samples", 1), ("eval_episodes", 1), ("goals", 0), ("seed", 0)):
@@ -136,14 +126,10 @@ def zero_shot_from_config(cfg: DictConfig) -> list[dict]:
     run_dir = Path(cfg.run_dir or f"runs/zero_shot/{name}/{domain}/{Path(dataset).name}/seed_{cfg.seed}")
     if (run_dir / RECORDS).exists():
         raise FileExistsError(f"{run_dir / RECORDS} exists; choose another run_dir= or delete that folder")
-    pixels = pixel_options(config)
+    pixels = obs_pixel_options(config.get("obs", {"type": "states"}))  # the env it learnt for
     options = {"backend": cfg.backend, "device": device, "pixels": pixels}
     env = make_env(domain, cfg.eval_episodes, seed=cfg.seed, **options)
-    stack = None if pixels is None else pixels["frame_stack"]
-    check_dataset_fits(dataset, dataset_bytes(dataset), env.device)
-    sampler = DatasetSampler.load(dataset, env.device, frame_stack=stack)
-    if pixels is not None:
-        check_frames(sampler.meta, pixels, dataset)
+    sampler = build_sampler(dataset, env, domain, pixels)
     agent = build_agent(config["agent"], env, env.device)
     agent.load_state_dict(snapshot["agent"])
     agent.eval()
