@@ -263,6 +263,14 @@ def episode_boundaries(arrays: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
     return starts, ends
 
 
+def frame_of_row(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """``(M,)``: where each row's observation is in a dataset's ``frames`` (the layout in this
+    module's docstring): row ``r`` of episode ``e`` is frame ``r + e``, so its next observation
+    is frame ``r + e + 1`` (for an episode's last row, the episode's extra frame)."""
+    episode = torch.arange(len(starts), device=starts.device).repeat_interleave(ends - starts)
+    return torch.arange(len(episode), device=starts.device) + episode
+
+
 def task_column(meta: dict, task: str | int, columns: int) -> int:
     """The column of ``task_reward`` (``columns`` wide) holding ``task``: a name from
     ``meta["task_names"]``, or the column itself."""
@@ -339,12 +347,8 @@ class DatasetSampler:
         if frame_stack < 1:
             raise ValueError(f"frame_stack={frame_stack} must be >= 1")
         self.frames = frames.to(self.device)
-        # Row r of episode e: its observation's frame is frames[r + e], its next one's r + e + 1;
-        # the episode's first frame is starts[e] + e.
-        episode = torch.arange(len(lengths), device=self.device).repeat_interleave(lengths)
-        self._frame_of_row = torch.arange(len(self), device=self.device) + episode
-        first = self.starts + torch.arange(len(self.starts), device=self.device)
-        self._first_frame = first.repeat_interleave(lengths)
+        self._frame_of_row = frame_of_row(self.starts, self.ends)
+        self._first_frame = self._frame_of_row[self.starts].repeat_interleave(lengths)
         self._lags = torch.arange(frame_stack - 1, -1, -1, device=self.device)
 
     @classmethod

@@ -39,7 +39,14 @@ from omegaconf import DictConfig, OmegaConf
 from envs import make_env
 from envs.pixels import BatchRenderer
 from envs.render import DEFAULT_CAMERA
-from urlb.data.datasets import FRAMES, MANIFEST, episode_boundaries, read_dataset, write_dataset
+from urlb.data.datasets import (
+    FRAMES,
+    MANIFEST,
+    episode_boundaries,
+    frame_of_row,
+    read_dataset,
+    write_dataset,
+)
 from urlb.run.build import prepare_process
 from urlb.run.collect import PHYSICS_KEYS, check_out
 
@@ -81,13 +88,13 @@ def render_dataset(
     env = make_env(meta["domain"], worlds, backend=backend, device=device, seed=0)
     renderer = BatchRenderer(env, size, size, camera=camera, shadows=shadows)
     frames = np.empty((rows + episodes, 3, size, size), dtype=np.uint8)
-    episode = torch.arange(episodes).repeat_interleave(ends - starts)
+    frame = frame_of_row(starts, ends)
     began = time.perf_counter()
     try:
         checked = state_coordinates(
             env, physics_rows(arrays, torch.arange(min(rows, worlds)), worlds, env.device)
         )
-        # Each row's observation: frame r + e.
+        # Each row's observation (urlb.data.datasets.frame_of_row: r + e).
         state_error = 0.0
         for first in range(0, rows, worlds):
             index = torch.arange(first, min(first + worlds, rows))
@@ -95,8 +102,8 @@ def render_dataset(
             error = deviation(td["observation"], arrays["observation"], index, checked)
             state_error = max(state_error, error)
             check_reproduced(state_error, "observation", source, meta["domain"])
-            frames[(index + episode[index]).numpy()] = renderer.render()[: len(index)].cpu().numpy()
-        # Each episode's last next observation: one step from its last row, frame end + e.
+            frames[frame[index].numpy()] = renderer.render()[: len(index)].cpu().numpy()
+        # Each episode's last next observation: one step from its last row, the frame after its.
         next_error = 0.0
         last = ends - 1
         for first in range(0, episodes, worlds):
@@ -110,7 +117,7 @@ def render_dataset(
                 next_error, deviation(td["next_observation"], arrays["next_observation"], index, checked)
             )
             check_reproduced(next_error, "next_observation", source, meta["domain"])
-            frames[(ends[chosen] + chosen).numpy()] = renderer.render()[: len(index)].cpu().numpy()
+            frames[(frame[index] + 1).numpy()] = renderer.render()[: len(index)].cpu().numpy()
     finally:
         env.close()
     seconds = time.perf_counter() - began
